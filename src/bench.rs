@@ -1,0 +1,131 @@
+//! `embedscope bench`: times UMAP, t-SNE and PCA on a labelled folder (label =
+//! first sub-folder name, as in `mnist-10k/<digit>/`) and scores each layout.
+//! It writes the data and layouts in the format `benches/reference.py` reads, so
+//! umap-learn and scikit-learn run on exactly the same vectors in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::analyze::{ClusterParams, find_clusters};
+use crate::neighbours::{self, KnnMethod};
+use crate::output::{write_atomically, write_npy_f32};
+use crate::pipeline::{AnalyzeOptions, embed_folder};
+use crate::progress::{CancelToken, NoProgress};
+use crate::quality::{adjusted_rand_index, knn_accuracy, trustworthiness};
+use crate::reduce::{self, ReducerKind};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A folder of labelled images: FOLDER/<label>/<image>.
+    pub folder: PathBuf,
+    /// Where to write embeddings, labels, layouts and bench.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Methods to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "umap,tsne,pca")]
+    pub methods: Vec<ReducerKind>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Also measure approximate-kNN recall against the exact graph.
+    #[arg(long)]
+    pub knn_recall: bool,
+}
+
+pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+    crate::output::check_output_dir(&args.out, &args.folder)?;
+    std::fs::create_dir_all(&args.out)?;
+    let options = AnalyzeOptions {
+        seed: args.seed,
+        ..AnalyzeOptions::default()
+    };
+    eprintln!("embedding {} …", args.folder.display());
+    let folder = embed_folder(&args.folder, &options, &NoProgress, cancel)?;
+    let e = &folder.embeddings;
+    let labels: Vec<String> = folder
+        .images
+        .iter()
+        .map(|r| r.relative.split('/').next().unwrap_or("").to_owned())
+        .collect();
+    eprintln!(
+        "{} images, {} dims ({}), embed {:.1}s ({} from cache)",
+        e.n,
+        e.dim,
+        folder.embedder_id,
+        folder.timings["embed"],
+        folder.cache.hits
+    );
+    write_atomically(&args.out.join("embeddings.npy"), |w| write_npy_f32(w, e.n, e.dim, &e.data))?;
+    std::fs::write(args.out.join("labels.txt"), labels.join("\n") + "\n")?;
+
+    let threads = rayon::current_num_threads();
+    let mut results = Vec::new();
+    println!("| method | seconds (kNN + layout) | 10-NN accuracy | trustworthiness (k=10) | clusters ARI |");
+    println!("|---|---|---|---|---|");
+    for &method in &args.methods {
+        cancel.check()?;
+        let started = Instant::now();
+        let k = options.reduce.neighbours_needed(method).max(1);
+        let knn = neighbours::build(e, k, KnnMethod::Auto, args.seed, &NoProgress, cancel)?;
+        let knn_seconds = started.elapsed().as_secs_f64();
+        let layout = reduce::reduce(method, e, &knn, &options.reduce, args.seed, &NoProgress, cancel)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let accuracy = knn_accuracy(&layout.points, &labels, 10);
+        let trust = trustworthiness(e, &layout.points, 10);
+        let clusters = find_clusters(&layout.points, &ClusterParams::default())?;
+        let ari = adjusted_rand_index(&clusters.labels, &labels);
+        println!(
+            "| {} | {seconds:.2} (kNN {knn_seconds:.2}) | {accuracy:.4} | {trust:.4} | {ari:.3} ({} clusters) |",
+            method.name(),
+            clusters.members.len()
+        );
+        save_layout(&args.out, method, &layout.points)?;
+        results.push(json!({
+            "method": method.name(),
+            "seconds": seconds,
+            "knn_seconds": knn_seconds,
+            "knn_accuracy": accuracy,
+            "trustworthiness": trust,
+            "clusters": clusters.members.len(),
+            "clusters_ari": ari,
+        }));
+    }
+
+    let mut recall = serde_json::Value::Null;
+    if args.knn_recall {
+        let k = 15;
+        let t0 = Instant::now();
+        let exact = neighbours::build(e, k, KnnMethod::Exact, args.seed, &NoProgress, cancel)?;
+        let exact_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let approx = neighbours::build(e, k, KnnMethod::Approximate, args.seed, &NoProgress, cancel)?;
+        let approx_seconds = t1.elapsed().as_secs_f64();
+        let r = neighbours::recall(&exact, &approx);
+        println!("kNN k={k}: exact {exact_seconds:.2}s, HNSW {approx_seconds:.2}s, recall@{k} {r:.4}");
+        recall = json!({"k": k, "exact_seconds": exact_seconds, "approximate_seconds": approx_seconds, "recall": r});
+    }
+
+    let report = json!({
+        "n": e.n,
+        "dim": e.dim,
+        "embedder": folder.embedder_id,
+        "threads": threads,
+        "results": results,
+        "knn_recall": recall,
+    });
+    write_atomically(&args.out.join("bench.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &report)?;
+        Ok(())
+    })?;
+    println!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn save_layout(dir: &Path, method: ReducerKind, points: &[[f32; 3]]) -> anyhow::Result<()> {
+    let flat: Vec<f32> = points.iter().flatten().copied().collect();
+    write_atomically(&dir.join(format!("layout_{}.npy", method.name())), |w| {
+        write_npy_f32(w, points.len(), 3, &flat)
+    })
+}

@@ -1,0 +1,81 @@
+//! embedscope: turn a folder of images into a 3D map.
+//!
+//! The library is laid out the way the pipeline reads:
+//! [`scan`] → [`decode`] → [`embed`] (with its [`cache`]) → [`neighbours`] →
+//! [`reduce`] → [`analyze`] (clusters, duplicates) → [`output`].
+//! [`pipeline`] runs the stages in order with progress reporting and cancellation;
+//! the CLI, the tests and (later) the viewer all call it.
+
+pub mod analyze;
+pub mod bench;
+pub mod cache;
+pub mod decode;
+pub mod embed;
+pub mod neighbours;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
+pub mod quality;
+pub mod reduce;
+pub mod rng;
+pub mod scan;
+
+pub use pipeline::{Analysis, AnalyzeOptions, analyze};
+pub use progress::{CancelToken, Cancelled, ProgressEvent, ProgressSink, Stage};
+
+/// Row-major matrix of L2-normalised embeddings, one row per image.
+#[derive(Clone, Debug, Default)]
+pub struct Embeddings {
+    pub n: usize,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn new(n: usize, dim: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), n * dim, "embedding matrix has the wrong size");
+        Self { n, dim, data }
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.dim.max(1)).take(self.n)
+    }
+
+    /// Cosine similarity of two rows (rows are unit vectors, so a dot product).
+    pub fn cosine(&self, a: usize, b: usize) -> f32 {
+        dot(self.row(a), self.row(b))
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Four accumulators let the compiler vectorise without reassociation flags.
+    let mut acc = [0.0f32; 8];
+    let chunks_a = a.chunks_exact(8);
+    let chunks_b = b.chunks_exact(8);
+    let (rest_a, rest_b) = (chunks_a.remainder(), chunks_b.remainder());
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for (x, y) in rest_a.iter().zip(rest_b) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// L2-normalise in place; returns the norm before normalising.
+pub fn l2_normalize(v: &mut [f32]) -> f32 {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        for x in v.iter_mut() {
+            *x /= norm;
+        }
+    }
+    norm
+}

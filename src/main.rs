@@ -1,0 +1,296 @@
+//! The `embedscope` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use embedscope::analyze::ClusterParams;
+use embedscope::embed::EmbedderKind;
+use embedscope::neighbours::KnnMethod;
+use embedscope::pipeline::{AnalyzeOptions, CacheMode};
+use embedscope::progress::{CancelToken, ProgressEvent, ProgressSink, Stage, is_cancelled};
+use embedscope::reduce::ReducerKind;
+use embedscope::{bench, output};
+
+#[derive(Parser)]
+#[command(name = "embedscope", version, about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed every image of FOLDER, lay them out in 3D, find clusters and duplicates.
+    Analyze(AnalyzeArgs),
+    /// Time and score UMAP, t-SNE and PCA on a labelled folder (labels = sub-folder names).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    /// The dataset folder (read only: nothing is ever written into it).
+    folder: PathBuf,
+    /// How images become vectors.
+    #[arg(long, value_enum, default_value_t = EmbedderKind::Pixels)]
+    embedder: EmbedderKind,
+    /// How vectors become a 3D layout.
+    #[arg(long, value_enum, default_value_t = ReducerKind::Umap)]
+    reducer: ReducerKind,
+    /// Output folder [default: a folder in the user's cache dir, printed at the end].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Cosine similarity at or above which two images are near-duplicates
+    /// [default: the embedder's measured value, 0.97 for pixels].
+    #[arg(long, value_name = "F")]
+    dup_threshold: Option<f32>,
+    /// Seed for every random choice: the same seed gives the same layout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Nearest-neighbour search.
+    #[arg(long, value_enum, default_value_t = KnnMethod::Auto)]
+    knn: KnnMethod,
+    /// UMAP neighbourhood size.
+    #[arg(long, default_value_t = 15)]
+    neighbors: usize,
+    /// UMAP minimum distance between points.
+    #[arg(long, default_value_t = 0.1)]
+    min_dist: f32,
+    /// t-SNE perplexity.
+    #[arg(long, default_value_t = 30.0)]
+    perplexity: f32,
+    /// Smallest cluster [default: 1% of the images, between 5 and 100].
+    #[arg(long)]
+    min_cluster_size: Option<usize>,
+    /// Embedding cache database [default: cache.sqlite in the user's cache dir].
+    #[arg(long, conflicts_with = "no_cache")]
+    cache: Option<PathBuf>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not draw progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cancel = CancelToken::new();
+    {
+        let cancel = cancel.clone();
+        let mut presses = 0;
+        let _ = ctrlc::set_handler(move || {
+            presses += 1;
+            if presses > 1 {
+                std::process::exit(130);
+            }
+            eprintln!("\ncancelling after the current batch (press Ctrl-C again to quit at once)…");
+            cancel.cancel();
+        });
+    }
+    let result = match cli.command {
+        Command::Analyze(args) => run_analyze(args, &cancel),
+        Command::Bench(args) => bench::run(&args, &cancel),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if is_cancelled(&err) => {
+            eprintln!("embedscope: cancelled; nothing was written");
+            ExitCode::from(130)
+        }
+        Err(err) => {
+            eprintln!("embedscope: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_analyze(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+    validate(&args)?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => output::default_output_dir(&args.folder)?,
+    };
+    // Refuse a bad --out before spending time on the analysis.
+    if args.folder.is_dir() {
+        output::check_output_dir(&out, &args.folder)?;
+    }
+    let mut options = AnalyzeOptions {
+        embedder: args.embedder,
+        reducer: args.reducer,
+        knn: args.knn,
+        duplicate_threshold: args.dup_threshold,
+        clusters: ClusterParams {
+            min_cluster_size: args.min_cluster_size,
+            min_samples: None,
+        },
+        seed: args.seed,
+        cache: if args.no_cache {
+            CacheMode::Off
+        } else if let Some(path) = &args.cache {
+            CacheMode::At(path.clone())
+        } else {
+            CacheMode::Default
+        },
+        ..AnalyzeOptions::default()
+    };
+    options.reduce.umap.n_neighbors = args.neighbors;
+    options.reduce.umap.min_dist = args.min_dist;
+    options.reduce.tsne.perplexity = args.perplexity;
+
+    let bars = Bars::new(args.quiet);
+    let analysis = embedscope::analyze(&args.folder, &options, &bars, cancel)?;
+    bars.clear();
+    output::write_outputs(&analysis, &out)?;
+    print_summary(&analysis, &out);
+    if analysis.folder.images.is_empty() {
+        eprintln!(
+            "embedscope: no images found in {} ({} files skipped, reasons in report.json)",
+            args.folder.display(),
+            analysis.folder.skipped.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: &AnalyzeArgs) -> anyhow::Result<()> {
+    if let Some(t) = args.dup_threshold {
+        anyhow::ensure!((-1.0..=1.0).contains(&t), "--dup-threshold is a cosine similarity: give a value between -1 and 1 (e.g. 0.97)");
+    }
+    anyhow::ensure!(args.neighbors >= 2, "--neighbors must be at least 2");
+    anyhow::ensure!(
+        args.min_dist >= 0.0 && args.min_dist <= 1.0,
+        "--min-dist must be between 0 and 1 (UMAP's spread is 1)"
+    );
+    anyhow::ensure!(args.perplexity >= 1.0, "--perplexity must be at least 1");
+    if let Some(m) = args.min_cluster_size {
+        anyhow::ensure!(m >= 2, "--min-cluster-size must be at least 2");
+    }
+    Ok(())
+}
+
+fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
+    let f = &analysis.folder;
+    println!("images read      {}", f.images.len());
+    if f.cache.hits > 0 {
+        println!("  from cache     {} (embedded this run: {})", f.cache.hits, f.cache.misses);
+    }
+    println!("images skipped   {}", f.skipped.len());
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in &f.skipped {
+        *reasons.entry(reason_kind(&s.reason)).or_default() += 1;
+    }
+    for (reason, count) in &reasons {
+        println!("  {count:>6}  {reason}");
+    }
+    for w in f.warnings.iter().take(10) {
+        println!("warning: {w}");
+    }
+    if f.warnings.len() > 10 {
+        println!("warning: … and {} more (see report.json)", f.warnings.len() - 10);
+    }
+    if let Some(note) = &analysis.layout.note {
+        println!("note: {note}");
+    }
+    println!(
+        "clusters         {} ({} images in none)",
+        analysis.clusters.members.len(),
+        analysis.clusters.noise()
+    );
+    println!(
+        "duplicate groups {} ({} exact copies, cosine ≥ {})",
+        analysis.duplicates.len(),
+        analysis.duplicates.iter().filter(|g| g.exact).count(),
+        analysis.duplicate_threshold
+    );
+    let times: Vec<String> = Stage::ALL
+        .iter()
+        .map(|s| format!("{} {:.2}s", s.key(), analysis.timings.get(s.key()).unwrap_or(&0.0)))
+        .collect();
+    println!("time             {}", times.join(", "));
+    println!("output           {}", out.display());
+}
+
+/// The first words of a skip reason, to count similar reasons together.
+fn reason_kind(reason: &str) -> String {
+    reason.split([':', '(']).next().unwrap_or(reason).trim().to_owned()
+}
+
+/// One indicatif bar per stage.
+struct Bars {
+    multi: Option<MultiProgress>,
+    bars: Mutex<Vec<(Stage, ProgressBar)>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Self {
+        Self {
+            multi: (!quiet).then(MultiProgress::new),
+            bars: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn clear(&self) {
+        for (_, bar) in self.bars.lock().unwrap().iter() {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+    }
+
+    fn bar(&self, stage: Stage, total: Option<u64>) -> Option<ProgressBar> {
+        let multi = self.multi.as_ref()?;
+        let mut bars = self.bars.lock().unwrap();
+        if let Some((_, bar)) = bars.iter().find(|(s, _)| *s == stage) {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            return Some(bar.clone());
+        }
+        let bar = match total {
+            Some(total) => multi.add(ProgressBar::new(total)).with_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            ),
+            None => multi.add(ProgressBar::new_spinner()).with_style(
+                ProgressStyle::with_template("{prefix:>12} {spinner} {pos} {elapsed_precise}").unwrap(),
+            ),
+        };
+        bar.set_prefix(stage.label());
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bars.push((stage, bar.clone()));
+        Some(bar)
+    }
+}
+
+impl ProgressSink for Bars {
+    fn event(&self, event: ProgressEvent) {
+        match event {
+            ProgressEvent::Started { stage, total } => {
+                self.bar(stage, total);
+            }
+            ProgressEvent::Advanced { stage, done } => {
+                if let Some(bar) = self.bar(stage, None) {
+                    bar.set_position(done);
+                }
+            }
+            ProgressEvent::Finished { stage, seconds, summary } => {
+                if let Some(bar) = self.bar(stage, None) {
+                    bar.set_style(ProgressStyle::with_template("{prefix:>12} {msg}").unwrap());
+                    bar.finish_with_message(format!("{summary} ({seconds:.2}s)"));
+                }
+            }
+            ProgressEvent::Warning(text) => match &self.multi {
+                Some(multi) => {
+                    let _ = multi.println(format!("warning: {text}"));
+                }
+                None => eprintln!("warning: {text}"),
+            },
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Stage 7: the files a run leaves behind, written atomically (temporary file,
+//! then rename) into an output folder that is never inside the dataset.
+//!
+//! - `points.csv`: `path,x,y,z,cluster,duplicate_group`, one row per image.
+//! - `embeddings.npy`: float32 N×D, rows in the order of points.csv.
+//! - `report.json`: counts, skipped files, duplicate groups, clusters,
+//!   parameters and per-stage timings.
+
+mod npy;
+mod report;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+pub use npy::{read_npy_f32, write_npy_f32};
+pub use report::build_report;
+
+use crate::pipeline::Analysis;
+
+/// The default output folder for `folder`: under the user's cache folder, named
+/// after the folder plus a short hash of its absolute path.
+pub fn default_output_dir(folder: &Path) -> anyhow::Result<PathBuf> {
+    let absolute = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    let name: String = absolute
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".to_owned())
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let hash = blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex();
+    Ok(crate::cache::default_cache_dir()?
+        .join("runs")
+        .join(format!("{name}-{}", &hash[..10])))
+}
+
+/// Refuses an output folder inside (or equal to) the dataset folder: embedscope
+/// never writes into the data it reads.
+pub fn check_output_dir(out: &Path, folder: &Path) -> anyhow::Result<()> {
+    let folder = std::fs::canonicalize(folder)
+        .with_context(|| format!("cannot open {}", folder.display()))?;
+    // The output folder may not exist yet: resolve its nearest existing ancestor.
+    let mut existing = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(out)
+    };
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_owned()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    if resolved.starts_with(&folder) {
+        bail!(
+            "the output folder {} is inside the dataset folder {}: embedscope never writes into the folder it analyses; choose another --out (or omit it to use the cache folder)",
+            out.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the three output files into `out`.
+pub fn write_outputs(analysis: &Analysis, out: &Path) -> anyhow::Result<()> {
+    check_output_dir(out, &analysis.folder.root)?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let e = &analysis.folder.embeddings;
+    write_atomically(&out.join("points.csv"), |w| write_points_csv(analysis, w))?;
+    write_atomically(&out.join("embeddings.npy"), |w| write_npy_f32(w, e.n, e.dim, &e.data))?;
+    let report = build_report(analysis);
+    write_atomically(&out.join("report.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &report)?;
+        writeln!(w)?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(w, "path,x,y,z,cluster,duplicate_group")?;
+    for (i, image) in analysis.folder.images.iter().enumerate() {
+        let [x, y, z] = analysis.layout.points[i];
+        writeln!(
+            w,
+            "{},{x},{y},{z},{},{}",
+            csv_field(&image.relative),
+            analysis.clusters.labels[i],
+            analysis.duplicate_labels[i]
+        )?;
+    }
+    Ok(())
+}
+
+/// Quotes a CSV field when it holds a comma, quote or line break (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Writes through a temporary file in the same folder, then renames it over
+/// `path`, so readers see the old file or the new one, never half of one.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut buffered = std::io::BufWriter::new(file);
+        write(&mut buffered)?;
+        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("a/b.png"), "a/b.png");
+        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
+        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
+    }
+
+    #[test]
+    fn output_inside_the_dataset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        assert!(check_output_dir(&data.join("out/deeper"), &data).is_err());
+        assert!(check_output_dir(&data, &data).is_err());
+        assert!(check_output_dir(&dir.path().join("out"), &data).is_ok());
+        assert!(check_output_dir(&dir.path().join("data-out"), &data).is_ok());
+    }
+}

@@ -1,0 +1,468 @@
+//! The whole pipeline, headless: folder → embeddings → neighbours → 3D layout →
+//! clusters → duplicates. The CLI, the tests and the viewer call [`analyze`] (or
+//! its two halves, [`embed_folder`] and [`analyze_embeddings`]) with a progress
+//! sink and a cancel token.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::analyze::{self, ClusterParams, Clusters, DuplicateGroup};
+use crate::cache::{self, EmbeddingCache};
+use crate::decode::{self, ContentHash, DecodeLimits};
+use crate::embed::{self, Embedder, EmbedderKind};
+use crate::neighbours::{self, KnnGraph, KnnMethod};
+use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
+use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
+use crate::scan::{self, Skipped};
+use crate::Embeddings;
+
+/// Neighbours kept for duplicate detection even when the layout needs none.
+pub const MIN_NEIGHBOURS: usize = 15;
+
+#[derive(Clone, Debug)]
+pub enum CacheMode {
+    /// `cache.sqlite` in [`cache::default_cache_dir`].
+    Default,
+    /// A database at this path.
+    At(PathBuf),
+    /// No cache: every image is embedded again.
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct AnalyzeOptions {
+    pub embedder: EmbedderKind,
+    pub reducer: ReducerKind,
+    pub reduce: ReduceParams,
+    pub knn: KnnMethod,
+    /// `None`: the embedder's measured default.
+    pub duplicate_threshold: Option<f32>,
+    pub clusters: ClusterParams,
+    pub seed: u64,
+    pub cache: CacheMode,
+    pub limits: DecodeLimits,
+    /// Images per decode/embed batch (also the most a kill can lose).
+    pub batch_size: usize,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        Self {
+            embedder: EmbedderKind::Pixels,
+            reducer: ReducerKind::Umap,
+            reduce: ReduceParams::default(),
+            knn: KnnMethod::Auto,
+            duplicate_threshold: None,
+            clusters: ClusterParams::default(),
+            seed: 42,
+            cache: CacheMode::Default,
+            limits: DecodeLimits::default(),
+            batch_size: 256,
+        }
+    }
+}
+
+/// One image that made it into the map.
+#[derive(Clone, Debug)]
+pub struct ImageRecord {
+    /// Path relative to the folder, `/`-separated.
+    pub relative: String,
+    pub hash: ContentHash,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CacheStats {
+    pub path: Option<String>,
+    /// Images whose embedding came from the cache.
+    pub hits: usize,
+    /// Images embedded in this run.
+    pub misses: usize,
+}
+
+/// Seconds per stage, keyed as in `report.json`.
+pub type Timings = BTreeMap<&'static str, f64>;
+
+/// The embedded folder: the first half of the pipeline.
+#[derive(Clone, Debug)]
+pub struct EmbeddedFolder {
+    pub root: PathBuf,
+    pub images: Vec<ImageRecord>,
+    pub embeddings: Embeddings,
+    pub embedder_id: String,
+    pub default_duplicate_threshold: f32,
+    pub skipped: Vec<Skipped>,
+    pub warnings: Vec<String>,
+    pub hidden: usize,
+    pub cache: CacheStats,
+    pub timings: Timings,
+}
+
+/// Everything the pipeline found.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub folder: EmbeddedFolder,
+    pub knn: KnnGraph,
+    pub layout: Layout,
+    pub clusters: Clusters,
+    /// Per image: duplicate group id, or -1.
+    pub duplicate_labels: Vec<i32>,
+    pub duplicates: Vec<DuplicateGroup>,
+    pub duplicate_threshold: f32,
+    pub options: AnalyzeOptions,
+    pub timings: Timings,
+}
+
+/// Runs every stage on `root`.
+pub fn analyze(
+    root: &Path,
+    options: &AnalyzeOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<Analysis> {
+    let folder = embed_folder(root, options, progress, cancel)?;
+    analyze_embeddings(folder, options, progress, cancel)
+}
+
+/// Scan, decode and embed (through the cache).
+pub fn embed_folder(
+    root: &Path,
+    options: &AnalyzeOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<EmbeddedFolder> {
+    let mut timings = Timings::new();
+
+    let started = Instant::now();
+    let scanned = scan::scan(root, progress, cancel)?;
+    let seconds = started.elapsed().as_secs_f64();
+    timings.insert(Stage::Scan.key(), seconds);
+    progress.event(ProgressEvent::Finished {
+        stage: Stage::Scan,
+        seconds,
+        summary: format!(
+            "{} image files, {} other entries skipped",
+            scanned.files.len(),
+            scanned.skipped.len()
+        ),
+    });
+    let mut warnings = scanned.warnings;
+    let mut skipped = scanned.skipped;
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Embed,
+        total: Some(scanned.files.len() as u64),
+    });
+    let sizes = sample_sizes(&scanned.files, options.limits);
+    let embedder = embed::make_embedder(options.embedder, &sizes)?;
+    let embedder_id = embedder.id();
+    let mut cache = match &options.cache {
+        CacheMode::Off => None,
+        mode => {
+            let path = match mode {
+                CacheMode::At(path) => path.clone(),
+                _ => cache::default_cache_dir()?.join("cache.sqlite"),
+            };
+            match EmbeddingCache::open(&path) {
+                Ok((cache, warning)) => {
+                    if let Some(w) = warning {
+                        progress.event(ProgressEvent::Warning(w.clone()));
+                        warnings.push(w);
+                    }
+                    Some(cache)
+                }
+                Err(err) => {
+                    let w = format!("embedding cache unavailable, continuing without it: {err:#}");
+                    progress.event(ProgressEvent::Warning(w.clone()));
+                    warnings.push(w);
+                    None
+                }
+            }
+        }
+    };
+    let mut stats = CacheStats {
+        path: cache.as_ref().map(|c| c.path().display().to_string()),
+        ..Default::default()
+    };
+
+    let mut images = Vec::with_capacity(scanned.files.len());
+    let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
+    let mut done = 0u64;
+    for batch in batches(&scanned.files, options.batch_size, options.limits.max_file_bytes) {
+        cancel.check()?;
+        let outcome = embed_batch(batch, embedder.as_ref(), cache.as_mut(), options.limits, &mut stats)?;
+        for (file, result) in batch.iter().zip(outcome) {
+            match result {
+                Ok((record, vector)) => {
+                    images.push(ImageRecord {
+                        relative: file.relative.clone(),
+                        ..record
+                    });
+                    data.extend_from_slice(&vector);
+                }
+                Err(reason) => skipped.push(Skipped {
+                    path: file.relative.clone(),
+                    reason,
+                }),
+            }
+        }
+        done += batch.len() as u64;
+        progress.event(ProgressEvent::Advanced {
+            stage: Stage::Embed,
+            done,
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    timings.insert(Stage::Embed.key(), seconds);
+    progress.event(ProgressEvent::Finished {
+        stage: Stage::Embed,
+        seconds,
+        summary: format!(
+            "{} images embedded ({} from cache), {} skipped",
+            images.len(),
+            stats.hits,
+            skipped.len()
+        ),
+    });
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    let n = images.len();
+    Ok(EmbeddedFolder {
+        root: root.to_path_buf(),
+        images,
+        embeddings: Embeddings::new(n, embedder.dim(), data),
+        embedder_id,
+        default_duplicate_threshold: embedder.default_duplicate_threshold(),
+        skipped,
+        warnings,
+        hidden: scanned.hidden,
+        cache: stats,
+        timings,
+    })
+}
+
+/// Neighbours, layout, clusters and duplicates of an embedded folder.
+pub fn analyze_embeddings(
+    folder: EmbeddedFolder,
+    options: &AnalyzeOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<Analysis> {
+    let mut timings = folder.timings.clone();
+    let e = &folder.embeddings;
+    let n = e.n;
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Neighbours,
+        total: Some(n as u64),
+    });
+    let k = options
+        .reduce
+        .neighbours_needed(options.reducer)
+        .max(MIN_NEIGHBOURS);
+    let knn = neighbours::build(e, k, options.knn, options.seed, progress, cancel)?;
+    finish(&mut timings, progress, Stage::Neighbours, started, format!(
+        "{k} neighbours per image ({})",
+        if knn.method == KnnMethod::Exact { "exact" } else { "approximate" }
+    ));
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Layout,
+        total: None,
+    });
+    let layout = reduce::reduce(options.reducer, e, &knn, &options.reduce, options.seed, progress, cancel)?;
+    if let Some(note) = &layout.note {
+        progress.event(ProgressEvent::Warning(note.clone()));
+    }
+    finish(&mut timings, progress, Stage::Layout, started, format!(
+        "{} layout of {n} points",
+        layout.used.name()
+    ));
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Clusters,
+        total: None,
+    });
+    cancel.check()?;
+    let clusters = analyze::find_clusters(&layout.points, &options.clusters)?;
+    finish(&mut timings, progress, Stage::Clusters, started, format!(
+        "{} clusters, {} images in none",
+        clusters.members.len(),
+        clusters.noise()
+    ));
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Duplicates,
+        total: None,
+    });
+    cancel.check()?;
+    let threshold = options
+        .duplicate_threshold
+        .unwrap_or(folder.default_duplicate_threshold);
+    let hashes: Vec<ContentHash> = folder.images.iter().map(|r| r.hash).collect();
+    let (duplicate_labels, duplicates) = analyze::find_duplicates(e, &knn, &hashes, threshold);
+    finish(&mut timings, progress, Stage::Duplicates, started, format!(
+        "{} duplicate groups ({} exact)",
+        duplicates.len(),
+        duplicates.iter().filter(|g| g.exact).count()
+    ));
+
+    Ok(Analysis {
+        folder,
+        knn,
+        layout,
+        clusters,
+        duplicate_labels,
+        duplicates,
+        duplicate_threshold: threshold,
+        options: options.clone(),
+        timings,
+    })
+}
+
+fn finish(timings: &mut Timings, progress: &dyn ProgressSink, stage: Stage, started: Instant, summary: String) {
+    let seconds = started.elapsed().as_secs_f64();
+    timings.insert(stage.key(), seconds);
+    progress.event(ProgressEvent::Finished {
+        stage,
+        seconds,
+        summary,
+    });
+}
+
+/// Splits the files into batches of at most `max_files` files and about
+/// `max_bytes` bytes, so a batch of huge photos does not fill memory.
+fn batches(files: &[scan::ScannedFile], max_files: usize, max_bytes: u64) -> Vec<&[scan::ScannedFile]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, file) in files.iter().enumerate() {
+        if i > start && (i - start >= max_files.max(1) || bytes + file.size > max_bytes) {
+            out.push(&files[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += file.size;
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
+type BatchResult = Result<(ImageRecord, Vec<f32>), String>;
+
+/// Reads, hashes, looks up, decodes and embeds one batch; one result per file.
+fn embed_batch(
+    batch: &[scan::ScannedFile],
+    embedder: &dyn Embedder,
+    cache: Option<&mut EmbeddingCache>,
+    limits: DecodeLimits,
+    stats: &mut CacheStats,
+) -> anyhow::Result<Vec<BatchResult>> {
+    let read: Vec<Result<(Vec<u8>, ContentHash), String>> = batch
+        .par_iter()
+        .map(|file| {
+            let bytes = decode::read_file(&file.path, &limits)?;
+            let hash = ContentHash::of(&bytes);
+            Ok((bytes, hash))
+        })
+        .collect();
+    let hashes: Vec<ContentHash> = read.iter().filter_map(|r| r.as_ref().ok().map(|(_, h)| *h)).collect();
+    let cached = match &cache {
+        Some(cache) => cache.get_many(&embedder.id(), embedder.dim(), &hashes)?,
+        None => Default::default(),
+    };
+
+    // Decode and preprocess what the cache lacks, then embed it as one batch.
+    enum Prepared {
+        Failed(String),
+        Cached(ContentHash),
+        Fresh(ContentHash, u32, u32),
+    }
+    let (prepared, inputs): (Vec<Prepared>, Vec<Option<Vec<f32>>>) = read
+        .into_par_iter()
+        .map(|r| match r {
+            Err(reason) => (Prepared::Failed(reason), None),
+            Ok((_, hash)) if cached.contains_key(&hash) => (Prepared::Cached(hash), None),
+            Ok((bytes, hash)) => match decode::decode(&bytes, &limits) {
+                Ok(image) => (
+                    Prepared::Fresh(hash, image.width(), image.height()),
+                    Some(embedder.preprocess(&image)),
+                ),
+                Err(reason) => (Prepared::Failed(reason), None),
+            },
+        })
+        .unzip();
+    let mut vectors = embedder
+        .embed_batch(inputs.into_iter().flatten().collect())?
+        .into_iter();
+
+    let mut results = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<(ContentHash, u32, u32, Vec<f32>)> = Vec::new();
+    for p in prepared {
+        results.push(match p {
+            Prepared::Failed(reason) => Err(reason),
+            Prepared::Cached(hash) => {
+                let hit = &cached[&hash];
+                stats.hits += 1;
+                let record = ImageRecord {
+                    relative: String::new(),
+                    hash,
+                    width: hit.width,
+                    height: hit.height,
+                };
+                Ok((record, hit.vector.clone()))
+            }
+            Prepared::Fresh(hash, width, height) => {
+                let vector = vectors.next().expect("one vector per input");
+                stats.misses += 1;
+                fresh.push((hash, width, height, vector.clone()));
+                let record = ImageRecord {
+                    relative: String::new(),
+                    hash,
+                    width,
+                    height,
+                };
+                Ok((record, vector))
+            }
+        });
+    }
+    if let Some(cache) = cache {
+        let items: Vec<(ContentHash, u32, u32, &[f32])> = fresh
+            .iter()
+            .map(|(h, w, hh, v)| (*h, *w, *hh, v.as_slice()))
+            .collect();
+        cache.put_many(&embedder.id(), &items)?;
+    }
+    Ok(results)
+}
+
+/// Width and height of up to 64 files spread over the folder, from their
+/// headers only, for embedders whose input size follows the data.
+fn sample_sizes(files: &[scan::ScannedFile], limits: DecodeLimits) -> Vec<(u32, u32)> {
+    let step = (files.len() / 64).max(1);
+    files
+        .iter()
+        .step_by(step)
+        .take(64)
+        .filter(|f| f.size > 0 && f.size <= limits.max_file_bytes)
+        .filter_map(|f| {
+            image::ImageReader::open(&f.path)
+                .ok()?
+                .with_guessed_format()
+                .ok()?
+                .into_dimensions()
+                .ok()
+        })
+        .collect()
+}
