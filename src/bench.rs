@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Also measure approximate-kNN recall against the exact graph.
     #[arg(long)]
     pub knn_recall: bool,
+    /// Also score HDBSCAN over a grid of (min_cluster_size, min_samples) on each
+    /// layout and on the embeddings themselves.
+    #[arg(long)]
+    pub cluster_sweep: bool,
 }
 
 pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
@@ -82,6 +86,9 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
             clusters.members.len()
         );
         save_layout(&args.out, method, &layout.points)?;
+        if args.cluster_sweep {
+            cluster_sweep(&layout.points, &labels);
+        }
         results.push(json!({
             "method": method.name(),
             "seconds": seconds,
@@ -121,6 +128,28 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
     })?;
     println!("wrote {}", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the adjusted Rand index of HDBSCAN clusters for a grid of parameters.
+fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) {
+    for min_cluster_size in [10, 25, 50, 100] {
+        for min_samples in [5, 10, 25] {
+            let params = ClusterParams {
+                min_cluster_size: Some(min_cluster_size),
+                min_samples: Some(min_samples),
+            };
+            let t = Instant::now();
+            if let Ok(c) = find_clusters(points, &params) {
+                println!(
+                    "    hdbscan min_cluster_size={min_cluster_size} min_samples={min_samples}: ARI {:.3}, {} clusters, {} noise, {:.2}s",
+                    adjusted_rand_index(&c.labels, labels),
+                    c.members.len(),
+                    c.noise(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
 }
 
 fn save_layout(dir: &Path, method: ReducerKind, points: &[[f32; 3]]) -> anyhow::Result<()> {

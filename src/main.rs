@@ -44,7 +44,7 @@ struct AnalyzeArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Cosine similarity at or above which two images are near-duplicates
-    /// [default: the embedder's measured value, 0.97 for pixels].
+    /// [default: the embedder's measured value, 0.98 for pixels].
     #[arg(long, value_name = "F")]
     dup_threshold: Option<f32>,
     /// Seed for every random choice: the same seed gives the same layout.

@@ -98,9 +98,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
     reader.limits(image_limits);
     let format_name = format!("{format:?}").to_uppercase();
 
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| describe(&format_name, e, limits))?;
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        // Name the claimed size: read it again from the header alone.
+        ImageError::Limits(_) => match header_dimensions(bytes) {
+            Some((w, h)) if w > limits.max_side || h > limits.max_side => too_large(w, h, limits),
+            _ => describe(&format_name, e, limits),
+        },
+        e => describe(&format_name, e, limits),
+    })?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(format!("{format_name} header claims an empty {width}×{height} image"));
@@ -123,6 +128,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
         image.apply_orientation(orientation);
     }
     Ok(image)
+}
+
+/// Width and height from the header, parsed without limits: decoders read only
+/// the header here and allocate no pixel buffer.
+fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    reader.no_limits();
+    reader.into_dimensions().ok()
 }
 
 fn too_large(width: u32, height: u32, limits: &DecodeLimits) -> String {

@@ -71,7 +71,7 @@ impl Embedder for PixelEmbedder {
 }
 
 /// Measured on MNIST with planted copies (see README, "Duplicates").
-pub const DEFAULT_PIXEL_DUPLICATE_THRESHOLD: f32 = 0.97;
+pub const DEFAULT_PIXEL_DUPLICATE_THRESHOLD: f32 = 0.98;
 
 fn grayscale_over_black(image: &DynamicImage) -> ImageBuffer<Luma<f32>, Vec<f32>> {
     let with_alpha = image.to_luma_alpha32f();

@@ -54,7 +54,8 @@ pub fn umap(
     cancel: &CancelToken,
 ) -> anyhow::Result<Vec<Point3>> {
     let n = embeddings.n;
-    let n_neighbors = params.n_neighbors.min(n).max(2);
+    // umap-rs needs more samples than neighbours (the point itself included).
+    let n_neighbors = params.n_neighbors.min(n - 1).max(2);
     let n_epochs = params
         .n_epochs
         .unwrap_or(if n <= 10_000 { 500 } else { 200 })

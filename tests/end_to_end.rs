@@ -1,0 +1,425 @@
+//! End-to-end tests: the library pipeline and the `embedscope` command on real
+//! MNIST digits (`assets/mnist-2k`), hostile files and planted duplicates.
+//! One test binary on purpose: each binary links the whole dependency tree.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use embedscope::analyze::DuplicateGroup;
+use embedscope::pipeline::{AnalyzeOptions, CacheMode, analyze};
+use embedscope::progress::{CancelToken, NoProgress, is_cancelled};
+use embedscope::quality::{knn_accuracy, trustworthiness};
+use embedscope::reduce::ReducerKind;
+use image::{DynamicImage, ImageFormat};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mnist_2k() -> PathBuf {
+    repo().join("assets/mnist-2k")
+}
+
+/// The first `per_class` digits of each class of the bundled subset.
+fn mnist_files(per_class: usize) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for digit in 0..10 {
+        let dir = mnist_2k().join(digit.to_string());
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names.into_iter().take(per_class) {
+            out.push((digit.to_string(), path));
+        }
+    }
+    out
+}
+
+fn options(reducer: ReducerKind, cache_dir: &Path) -> AnalyzeOptions {
+    AnalyzeOptions {
+        reducer,
+        cache: CacheMode::At(cache_dir.join("cache.sqlite")),
+        ..AnalyzeOptions::default()
+    }
+}
+
+fn labels_of(analysis: &embedscope::Analysis) -> Vec<String> {
+    analysis
+        .folder
+        .images
+        .iter()
+        .map(|r| r.relative.split('/').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.insert(entry.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn mnist_subset_umap_quality() {
+    let cache = tempfile::tempdir().unwrap();
+    let a = analyze(&mnist_2k(), &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    assert_eq!(a.folder.images.len(), 2000);
+    let labels = labels_of(&a);
+    let accuracy = knn_accuracy(&a.layout.points, &labels, 10);
+    let trust = trustworthiness(&a.folder.embeddings, &a.layout.points, 10);
+    println!("mnist-2k UMAP: 10-NN accuracy {accuracy:.4}, trustworthiness {trust:.4}");
+    // Measured 0.906 / 0.978 (2,000 digits hold less structure than 10,000:
+    // umap-learn scores about the same here); the 10k test below holds 0.93 / 0.96.
+    assert!(accuracy >= 0.88, "10-NN accuracy {accuracy}");
+    assert!(trust >= 0.96, "trustworthiness {trust}");
+}
+
+#[test]
+fn mnist_10k_umap_quality_when_the_shared_dataset_is_present() {
+    let dir = repo().join("../shared/datasets/mnist-10k");
+    if !dir.is_dir() {
+        println!("skipped: {} not present", dir.display());
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let a = analyze(&dir, &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    assert_eq!(a.folder.images.len(), 10_000);
+    let labels = labels_of(&a);
+    let accuracy = knn_accuracy(&a.layout.points, &labels, 10);
+    let trust = trustworthiness(&a.folder.embeddings, &a.layout.points, 10);
+    println!("mnist-10k UMAP: 10-NN accuracy {accuracy:.4}, trustworthiness {trust:.4}");
+    assert!(accuracy >= 0.93, "10-NN accuracy {accuracy}");
+    assert!(trust >= 0.96, "trustworthiness {trust}");
+}
+
+fn copy_subset(per_class: usize, into: &Path) {
+    for (label, path) in mnist_files(per_class) {
+        let dir = into.join(&label);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn seeded_runs_are_reproducible_for_every_reducer() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(30, data.path());
+    let cache = tempfile::tempdir().unwrap();
+    for reducer in [ReducerKind::Umap, ReducerKind::Tsne, ReducerKind::Pca] {
+        let mut opts = options(reducer, cache.path());
+        let first = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
+        let second = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
+        assert_eq!(first.layout.used, reducer);
+        assert_eq!(first.layout.points, second.layout.points, "{reducer:?} differs between runs");
+        assert_eq!(first.clusters.labels, second.clusters.labels);
+        opts.seed += 1;
+        if reducer == ReducerKind::Umap {
+            let other = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
+            assert_ne!(first.layout.points, other.layout.points, "the seed is used");
+        }
+    }
+}
+
+#[test]
+fn tiny_folders_get_a_layout_not_a_panic() {
+    let files = mnist_files(1);
+    let cache = tempfile::tempdir().unwrap();
+    for n in [0usize, 1, 2, 3, 5, 9] {
+        let data = tempfile::tempdir().unwrap();
+        for (i, (_, path)) in files.iter().take(n).enumerate() {
+            std::fs::copy(path, data.path().join(format!("{i}.png"))).unwrap();
+        }
+        for reducer in [ReducerKind::Umap, ReducerKind::Tsne, ReducerKind::Pca] {
+            let a = analyze(data.path(), &options(reducer, cache.path()), &NoProgress, &CancelToken::new())
+                .unwrap_or_else(|e| panic!("{n} images, {reducer:?}: {e:#}"));
+            assert_eq!(a.layout.points.len(), n);
+            assert!(a.layout.points.iter().flatten().all(|x| x.is_finite()), "{n} {reducer:?}");
+            assert_eq!(a.clusters.labels.len(), n);
+            if n >= 2 && reducer != ReducerKind::Pca {
+                // Distinct digits must not collapse onto one point.
+                assert_ne!(a.layout.points[0], a.layout.points[1], "{n} {reducer:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn cancelling_stops_the_pipeline() {
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let cache = tempfile::tempdir().unwrap();
+    let err = analyze(&mnist_2k(), &options(ReducerKind::Umap, cache.path()), &NoProgress, &cancel).unwrap_err();
+    assert!(is_cancelled(&err), "{err:#}");
+}
+
+/// Peak resident memory of this process, from /proc (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
+    let fixtures = repo().join("tests/fixtures/images");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("manifest.json")).unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path();
+    let mut expect_ok: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut expect_skip = Vec::new();
+    let mut either = Vec::new();
+    for file in manifest["files"].as_array().unwrap() {
+        let name = file["name"].as_str().unwrap().to_owned();
+        std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
+        match file["expected"].as_str().unwrap() {
+            "ok" => {
+                expect_ok.insert(name, (file["width"].as_u64().unwrap(), file["height"].as_u64().unwrap()));
+            }
+            "skip" => expect_skip.push(name),
+            _ => either.push(name),
+        }
+    }
+    // Unicode names, nested folders, a non-image, a hidden file, links.
+    std::fs::create_dir_all(root.join("sous-dossier/日本")).unwrap();
+    std::fs::copy(fixtures.join("gray.png"), root.join("sous-dossier/日本/数字 ü 🙂.png")).unwrap();
+    expect_ok.insert("sous-dossier/日本/数字 ü 🙂.png".into(), (48, 40));
+    std::fs::write(root.join("notes.txt"), "not an image").unwrap();
+    std::fs::copy(fixtures.join("gray.png"), root.join(".hidden.png")).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root, root.join("sous-dossier/loop")).unwrap();
+        std::os::unix::fs::symlink(root.join("gone.png"), root.join("dangling.png")).unwrap();
+        expect_skip.push("dangling.png".into());
+    }
+    expect_skip.push("notes.txt".into());
+    let before = snapshot(root);
+
+    let cache = tempfile::tempdir().unwrap();
+    let a = analyze(root, &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+
+    let read: HashMap<&str, (u64, u64)> = a
+        .folder
+        .images
+        .iter()
+        .map(|r| (r.relative.as_str(), (r.width as u64, r.height as u64)))
+        .collect();
+    let skipped: HashMap<&str, &str> =
+        a.folder.skipped.iter().map(|s| (s.path.as_str(), s.reason.as_str())).collect();
+    for (name, size) in &expect_ok {
+        assert_eq!(read.get(name.as_str()), Some(size), "{name} should be read at {size:?}; skipped: {:?}", skipped.get(name.as_str()));
+    }
+    for name in &expect_skip {
+        let reason = skipped.get(name.as_str()).unwrap_or_else(|| panic!("{name} should be skipped"));
+        assert!(!reason.is_empty());
+        println!("skipped {name}: {reason}");
+    }
+    for name in &either {
+        assert!(read.contains_key(name.as_str()) || skipped.contains_key(name.as_str()), "{name} vanished");
+    }
+    assert!(skipped["huge_header.png"].contains("60000×60000"), "{}", skipped["huge_header.png"]);
+    assert!(skipped["empty.jpg"].contains("empty"));
+    assert!(skipped["not_really.jpg"].contains("not an image"));
+    assert!(!read.contains_key(".hidden.png"));
+    assert_eq!(read.len() + skipped.len(), expect_ok.len() + expect_skip.len() + either.len());
+    assert!(a.folder.warnings.iter().any(|w| w.contains("loop")), "{:?}", a.folder.warnings);
+    // Bounded memory: trusting the 60000×60000 header alone would take 14 GB.
+    if let Some(peak) = peak_rss_bytes() {
+        assert!(peak < 3 << 30, "peak memory {} MiB", peak >> 20);
+    }
+    assert_eq!(before, snapshot(root), "the dataset folder was modified");
+}
+
+/// Re-encodings of an image that a curator would call duplicates.
+fn planted_copies(original: &Path, dir: &Path, stem: &str) -> Vec<String> {
+    let img = image::open(original).unwrap();
+    let mut names = Vec::new();
+    // Byte-identical copy.
+    let exact = format!("{stem}_copy.png");
+    std::fs::copy(original, dir.join(&exact)).unwrap();
+    names.push(exact);
+    // JPEG re-encode.
+    let jpeg = format!("{stem}_reencoded.jpg");
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+        .encode_image(&img.to_rgb8())
+        .unwrap();
+    std::fs::write(dir.join(&jpeg), bytes).unwrap();
+    names.push(jpeg);
+    // Resized to twice the size.
+    let resized = format!("{stem}_resized.png");
+    img.resize_exact(img.width() * 2, img.height() * 2, image::imageops::FilterType::CatmullRom)
+        .save_with_format(dir.join(&resized), ImageFormat::Png)
+        .unwrap();
+    names.push(resized);
+    // Brightened.
+    let bright = format!("{stem}_brightened.png");
+    DynamicImage::ImageLuma8(img.to_luma8())
+        .brighten(40)
+        .save_with_format(dir.join(&bright), ImageFormat::Png)
+        .unwrap();
+    names.push(bright);
+    names
+}
+
+#[test]
+fn planted_duplicates_are_found_with_precision_one() {
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path();
+    // 40 distinct digits, then copies of 6 of them.
+    let files = mnist_files(4);
+    let mut family: HashMap<String, usize> = HashMap::new();
+    for (i, (label, path)) in files.iter().enumerate() {
+        let name = format!("{label}_{i:03}.png");
+        std::fs::copy(path, root.join(&name)).unwrap();
+        family.insert(name, i);
+    }
+    let planted_from = [0usize, 5, 14, 22, 31, 39];
+    for &i in &planted_from {
+        let stem = format!("{}_{i:03}", files[i].0);
+        for name in planted_copies(&files[i].1, root, &stem) {
+            family.insert(name, i);
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let a = analyze(root, &options(ReducerKind::Pca, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let path = |i: usize| a.folder.images[i].relative.clone();
+    let groups: &[DuplicateGroup] = &a.duplicates;
+    for g in groups {
+        let families: std::collections::HashSet<usize> = g.members.iter().map(|&m| family[&path(m)]).collect();
+        assert_eq!(families.len(), 1, "false duplicate group: {:?}", g.members.iter().map(|&m| path(m)).collect::<Vec<_>>());
+    }
+    for &i in &planted_from {
+        let name = format!("{}_{i:03}.png", files[i].0);
+        let original = a.folder.images.iter().position(|r| r.relative == name).unwrap();
+        let group = a.duplicate_labels[original];
+        assert!(group >= 0, "planted family {i} not found");
+        let members: Vec<String> = groups[group as usize].members.iter().map(|&m| path(m)).collect();
+        println!("family {i}: {members:?}, weakest cosine {}", groups[group as usize].weakest.cosine);
+        assert_eq!(members.len(), 5, "all four copies of {i} found: {members:?}");
+    }
+    assert_eq!(groups.len(), planted_from.len());
+}
+
+fn embedscope(args: &[&str], cache_dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_embedscope"))
+        .args(args)
+        .env("EMBEDSCOPE_CACHE_DIR", cache_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_writes_points_embeddings_and_report_and_reuses_the_cache() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(3, data.path());
+    std::fs::write(data.path().join("0/broken.png"), b"\x89PNG\r\n\x1a\nnope").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let before = snapshot(data.path());
+    let folder = data.path().to_str().unwrap();
+
+    let run = embedscope(&["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"], work.path());
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("images read      30"), "{stdout}");
+    assert!(stdout.contains("images skipped   1"), "{stdout}");
+
+    let csv = std::fs::read_to_string(out.join("points.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "path,x,y,z,cluster,duplicate_group");
+    assert_eq!(lines.len(), 31);
+    assert!(lines[1].starts_with("0/"));
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 6, "{line}");
+        for f in &fields[1..4] {
+            assert!(f.parse::<f32>().unwrap().is_finite());
+        }
+        fields[4].parse::<i32>().unwrap();
+        fields[5].parse::<i32>().unwrap();
+    }
+    let mut npy = std::fs::File::open(out.join("embeddings.npy")).unwrap();
+    let (rows, cols, values) = embedscope::output::read_npy_f32(&mut npy).unwrap();
+    assert_eq!((rows, cols), (30, 784));
+    let norm: f32 = values[..784].iter().map(|x| x * x).sum();
+    assert!((norm - 1.0).abs() < 1e-4);
+
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["counts"]["images"], 30);
+    assert_eq!(report["skipped"][0]["path"], "0/broken.png");
+    assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("PNG"));
+    for key in ["scan", "embed", "neighbours", "layout", "clusters", "duplicates"] {
+        assert!(report["timings"][key].as_f64().unwrap() >= 0.0, "timing {key}");
+    }
+    assert_eq!(report["parameters"]["reducer"], "umap");
+    assert_eq!(report["cache"]["embedded"], 30);
+
+    // Second run: every embedding from the cache.
+    let again = embedscope(&["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"], work.path());
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(stdout.contains("from cache     30"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["cache"]["reused"], 30);
+    assert_eq!(csv, std::fs::read_to_string(out.join("points.csv")).unwrap(), "same seed, same result");
+
+    // An output folder inside the dataset is refused before any work.
+    let inside = data.path().join("results");
+    let refused = embedscope(&["analyze", folder, "--out", inside.to_str().unwrap()], work.path());
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the dataset folder"));
+    assert_eq!(before, snapshot(data.path()), "the dataset folder was modified");
+
+    // Default output goes to the cache folder and is printed.
+    let default = embedscope(&["analyze", folder, "--quiet", "--reducer", "pca"], work.path());
+    let stdout = String::from_utf8_lossy(&default.stdout);
+    let printed = stdout.lines().find_map(|l| l.strip_prefix("output")).unwrap().trim().to_owned();
+    assert!(Path::new(&printed).starts_with(work.path()), "{printed}");
+    assert!(Path::new(&printed).join("points.csv").is_file());
+}
+
+#[test]
+fn cli_explains_what_is_wrong() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = embedscope(&["analyze", "/no/such/folder"], work.path());
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("check that the folder exists"));
+
+    let clip = embedscope(&["analyze", mnist_2k().to_str().unwrap(), "--embedder", "clip"], work.path());
+    assert!(!clip.status.success());
+    assert!(String::from_utf8_lossy(&clip.stderr).contains("--embedder pixels"));
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("readme.txt"), "hi").unwrap();
+    let none = embedscope(&["analyze", empty.path().to_str().unwrap(), "--quiet"], work.path());
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no images found"));
+
+    let bad = embedscope(&["analyze", empty.path().to_str().unwrap(), "--dup-threshold", "3"], work.path());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("between -1 and 1"));
+}
+
+#[test]
+fn a_corrupt_cache_is_moved_aside_and_the_run_succeeds() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(2, data.path());
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::write(cache.path().join("cache.sqlite"), vec![0x42u8; 8192]).unwrap();
+    let a = analyze(data.path(), &options(ReducerKind::Pca, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    assert_eq!(a.folder.images.len(), 20);
+    assert!(a.folder.warnings.iter().any(|w| w.contains("damaged")), "{:?}", a.folder.warnings);
+}
