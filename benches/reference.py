@@ -200,7 +200,7 @@ def num(d, key):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Reference benchmark for `embedscope bench`.")
     ap.add_argument("bench_dir")
-    ap.add_argument("--skip-tsne", action="store_true", help="skip sklearn t-SNE (~400 s on 10k rows)")
+    ap.add_argument("--skip-tsne", action="store_true", help="skip sklearn t-SNE (~3-4 min on 10k rows, 2 cores)")
     ap.add_argument("--skip-umap", action="store_true", help="skip umap-learn")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
@@ -267,6 +267,8 @@ def main(argv=None):
             all_secs, cpu_secs = [], []
             if method == "umap":
                 warm_up_umap(X, args.threads, log)
+            elif method == "pca":
+                run_pca(X[: min(300, n)], args.seed)  # untimed: first BLAS/LAPACK call overhead
             for rep in range(1 if method == "tsne" else args.repeats):
                 c0 = time.process_time()
                 if method == "umap":

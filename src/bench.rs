@@ -55,18 +55,18 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
         .collect();
     eprintln!(
         "{} images, {} dims ({}), embed {:.1}s ({} from cache)",
-        e.n,
-        e.dim,
-        folder.embedder_id,
-        folder.timings["embed"],
-        folder.cache.hits
+        e.n, e.dim, folder.embedder_id, folder.timings["embed"], folder.cache.hits
     );
-    write_atomically(&args.out.join("embeddings.npy"), |w| write_npy_f32(w, e.n, e.dim, &e.data))?;
+    write_atomically(&args.out.join("embeddings.npy"), |w| {
+        write_npy_f32(w, e.n, e.dim, &e.data)
+    })?;
     std::fs::write(args.out.join("labels.txt"), labels.join("\n") + "\n")?;
 
     let threads = rayon::current_num_threads();
     let mut results = Vec::new();
-    println!("| method | seconds (kNN + layout) | 10-NN accuracy | trustworthiness (k=10) | clusters ARI |");
+    println!(
+        "| method | seconds (kNN + layout) | 10-NN accuracy | trustworthiness (k=10) | clusters ARI |"
+    );
     println!("|---|---|---|---|---|");
     for &method in &args.methods {
         cancel.check()?;
@@ -74,7 +74,15 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
         let k = options.reduce.neighbours_needed(method).max(1);
         let knn = neighbours::build(e, k, KnnMethod::Auto, args.seed, &NoProgress, cancel)?;
         let knn_seconds = started.elapsed().as_secs_f64();
-        let layout = reduce::reduce(method, e, &knn, &options.reduce, args.seed, &NoProgress, cancel)?;
+        let layout = reduce::reduce(
+            method,
+            e,
+            &knn,
+            &options.reduce,
+            args.seed,
+            &NoProgress,
+            cancel,
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         let accuracy = knn_accuracy(&layout.points, &labels, 10);
         let trust = trustworthiness(e, &layout.points, 10);
@@ -107,10 +115,13 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
         let exact = neighbours::build(e, k, KnnMethod::Exact, args.seed, &NoProgress, cancel)?;
         let exact_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let approx = neighbours::build(e, k, KnnMethod::Approximate, args.seed, &NoProgress, cancel)?;
+        let approx =
+            neighbours::build(e, k, KnnMethod::Approximate, args.seed, &NoProgress, cancel)?;
         let approx_seconds = t1.elapsed().as_secs_f64();
         let r = neighbours::recall(&exact, &approx);
-        println!("kNN k={k}: exact {exact_seconds:.2}s, HNSW {approx_seconds:.2}s, recall@{k} {r:.4}");
+        println!(
+            "kNN k={k}: exact {exact_seconds:.2}s, HNSW {approx_seconds:.2}s, recall@{k} {r:.4}"
+        );
         recall = json!({"k": k, "exact_seconds": exact_seconds, "approximate_seconds": approx_seconds, "recall": r});
     }
 

@@ -16,7 +16,11 @@ use embedscope::reduce::ReducerKind;
 use embedscope::{bench, output};
 
 #[derive(Parser)]
-#[command(name = "embedscope", version, about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates.")]
+#[command(
+    name = "embedscope",
+    version,
+    about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -159,7 +163,10 @@ fn run_analyze(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCo
 
 fn validate(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.dup_threshold {
-        anyhow::ensure!((-1.0..=1.0).contains(&t), "--dup-threshold is a cosine similarity: give a value between -1 and 1 (e.g. 0.97)");
+        anyhow::ensure!(
+            (-1.0..=1.0).contains(&t),
+            "--dup-threshold is a cosine similarity: give a value between -1 and 1 (e.g. 0.97)"
+        );
     }
     anyhow::ensure!(args.neighbors >= 2, "--neighbors must be at least 2");
     anyhow::ensure!(
@@ -177,7 +184,10 @@ fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
     let f = &analysis.folder;
     println!("images read      {}", f.images.len());
     if f.cache.hits > 0 {
-        println!("  from cache     {} (embedded this run: {})", f.cache.hits, f.cache.misses);
+        println!(
+            "  from cache     {} (embedded this run: {})",
+            f.cache.hits, f.cache.misses
+        );
     }
     println!("images skipped   {}", f.skipped.len());
     let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
@@ -191,7 +201,10 @@ fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
         println!("warning: {w}");
     }
     if f.warnings.len() > 10 {
-        println!("warning: … and {} more (see report.json)", f.warnings.len() - 10);
+        println!(
+            "warning: … and {} more (see report.json)",
+            f.warnings.len() - 10
+        );
     }
     if let Some(note) = &analysis.layout.note {
         println!("note: {note}");
@@ -209,7 +222,13 @@ fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
     );
     let times: Vec<String> = Stage::ALL
         .iter()
-        .map(|s| format!("{} {:.2}s", s.key(), analysis.timings.get(s.key()).unwrap_or(&0.0)))
+        .map(|s| {
+            format!(
+                "{} {:.2}s",
+                s.key(),
+                analysis.timings.get(s.key()).unwrap_or(&0.0)
+            )
+        })
         .collect();
     println!("time             {}", times.join(", "));
     println!("output           {}", out.display());
@@ -217,7 +236,12 @@ fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
 
 /// The first words of a skip reason, to count similar reasons together.
 fn reason_kind(reason: &str) -> String {
-    reason.split([':', '(']).next().unwrap_or(reason).trim().to_owned()
+    reason
+        .split([':', '('])
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_owned()
 }
 
 /// One indicatif bar per stage.
@@ -253,12 +277,15 @@ impl Bars {
         }
         let bar = match total {
             Some(total) => multi.add(ProgressBar::new(total)).with_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}")
-                    .unwrap()
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             ),
             None => multi.add(ProgressBar::new_spinner()).with_style(
-                ProgressStyle::with_template("{prefix:>12} {spinner} {pos} {elapsed_precise}").unwrap(),
+                ProgressStyle::with_template("{prefix:>12} {spinner} {pos} {elapsed_precise}")
+                    .unwrap(),
             ),
         };
         bar.set_prefix(stage.label());
@@ -279,7 +306,11 @@ impl ProgressSink for Bars {
                     bar.set_position(done);
                 }
             }
-            ProgressEvent::Finished { stage, seconds, summary } => {
+            ProgressEvent::Finished {
+                stage,
+                seconds,
+                summary,
+            } => {
                 if let Some(bar) = self.bar(stage, None) {
                     bar.set_style(ProgressStyle::with_template("{prefix:>12} {msg}").unwrap());
                     bar.finish_with_message(format!("{summary} ({seconds:.2}s)"));

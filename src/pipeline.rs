@@ -10,6 +10,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::Embeddings;
 use crate::analyze::{self, ClusterParams, Clusters, DuplicateGroup};
 use crate::cache::{self, EmbeddingCache};
 use crate::decode::{self, ContentHash, DecodeLimits};
@@ -18,7 +19,6 @@ use crate::neighbours::{self, KnnGraph, KnnMethod};
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
 use crate::scan::{self, Skipped};
-use crate::Embeddings;
 
 /// Neighbours kept for duplicate detection even when the layout needs none.
 pub const MIN_NEIGHBOURS: usize = 15;
@@ -194,9 +194,19 @@ pub fn embed_folder(
     let mut images = Vec::with_capacity(scanned.files.len());
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
-    for batch in batches(&scanned.files, options.batch_size, options.limits.max_file_bytes) {
+    for batch in batches(
+        &scanned.files,
+        options.batch_size,
+        options.limits.max_file_bytes,
+    ) {
         cancel.check()?;
-        let outcome = embed_batch(batch, embedder.as_ref(), cache.as_mut(), options.limits, &mut stats)?;
+        let outcome = embed_batch(
+            batch,
+            embedder.as_ref(),
+            cache.as_mut(),
+            options.limits,
+            &mut stats,
+        )?;
         for (file, result) in batch.iter().zip(outcome) {
             match result {
                 Ok((record, vector)) => {
@@ -267,24 +277,45 @@ pub fn analyze_embeddings(
         .neighbours_needed(options.reducer)
         .max(MIN_NEIGHBOURS);
     let knn = neighbours::build(e, k, options.knn, options.seed, progress, cancel)?;
-    finish(&mut timings, progress, Stage::Neighbours, started, format!(
-        "{k} neighbours per image ({})",
-        if knn.method == KnnMethod::Exact { "exact" } else { "approximate" }
-    ));
+    finish(
+        &mut timings,
+        progress,
+        Stage::Neighbours,
+        started,
+        format!(
+            "{k} neighbours per image ({})",
+            if knn.method == KnnMethod::Exact {
+                "exact"
+            } else {
+                "approximate"
+            }
+        ),
+    );
 
     let started = Instant::now();
     progress.event(ProgressEvent::Started {
         stage: Stage::Layout,
         total: None,
     });
-    let layout = reduce::reduce(options.reducer, e, &knn, &options.reduce, options.seed, progress, cancel)?;
+    let layout = reduce::reduce(
+        options.reducer,
+        e,
+        &knn,
+        &options.reduce,
+        options.seed,
+        progress,
+        cancel,
+    )?;
     if let Some(note) = &layout.note {
         progress.event(ProgressEvent::Warning(note.clone()));
     }
-    finish(&mut timings, progress, Stage::Layout, started, format!(
-        "{} layout of {n} points",
-        layout.used.name()
-    ));
+    finish(
+        &mut timings,
+        progress,
+        Stage::Layout,
+        started,
+        format!("{} layout of {n} points", layout.used.name()),
+    );
 
     let started = Instant::now();
     progress.event(ProgressEvent::Started {
@@ -293,11 +324,17 @@ pub fn analyze_embeddings(
     });
     cancel.check()?;
     let clusters = analyze::find_clusters(&layout.points, &options.clusters)?;
-    finish(&mut timings, progress, Stage::Clusters, started, format!(
-        "{} clusters, {} images in none",
-        clusters.members.len(),
-        clusters.noise()
-    ));
+    finish(
+        &mut timings,
+        progress,
+        Stage::Clusters,
+        started,
+        format!(
+            "{} clusters, {} images in none",
+            clusters.members.len(),
+            clusters.noise()
+        ),
+    );
 
     let started = Instant::now();
     progress.event(ProgressEvent::Started {
@@ -310,11 +347,17 @@ pub fn analyze_embeddings(
         .unwrap_or(folder.default_duplicate_threshold);
     let hashes: Vec<ContentHash> = folder.images.iter().map(|r| r.hash).collect();
     let (duplicate_labels, duplicates) = analyze::find_duplicates(e, &knn, &hashes, threshold);
-    finish(&mut timings, progress, Stage::Duplicates, started, format!(
-        "{} duplicate groups ({} exact)",
-        duplicates.len(),
-        duplicates.iter().filter(|g| g.exact).count()
-    ));
+    finish(
+        &mut timings,
+        progress,
+        Stage::Duplicates,
+        started,
+        format!(
+            "{} duplicate groups ({} exact)",
+            duplicates.len(),
+            duplicates.iter().filter(|g| g.exact).count()
+        ),
+    );
 
     Ok(Analysis {
         folder,
@@ -329,7 +372,13 @@ pub fn analyze_embeddings(
     })
 }
 
-fn finish(timings: &mut Timings, progress: &dyn ProgressSink, stage: Stage, started: Instant, summary: String) {
+fn finish(
+    timings: &mut Timings,
+    progress: &dyn ProgressSink,
+    stage: Stage,
+    started: Instant,
+    summary: String,
+) {
     let seconds = started.elapsed().as_secs_f64();
     timings.insert(stage.key(), seconds);
     progress.event(ProgressEvent::Finished {
@@ -341,7 +390,11 @@ fn finish(timings: &mut Timings, progress: &dyn ProgressSink, stage: Stage, star
 
 /// Splits the files into batches of at most `max_files` files and about
 /// `max_bytes` bytes, so a batch of huge photos does not fill memory.
-fn batches(files: &[scan::ScannedFile], max_files: usize, max_bytes: u64) -> Vec<&[scan::ScannedFile]> {
+fn batches(
+    files: &[scan::ScannedFile],
+    max_files: usize,
+    max_bytes: u64,
+) -> Vec<&[scan::ScannedFile]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut bytes = 0u64;
@@ -377,7 +430,10 @@ fn embed_batch(
             Ok((bytes, hash))
         })
         .collect();
-    let hashes: Vec<ContentHash> = read.iter().filter_map(|r| r.as_ref().ok().map(|(_, h)| *h)).collect();
+    let hashes: Vec<ContentHash> = read
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(_, h)| *h))
+        .collect();
     let cached = match &cache {
         Some(cache) => cache.get_many(&embedder.id(), embedder.dim(), &hashes)?,
         None => Default::default(),

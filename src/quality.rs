@@ -100,25 +100,6 @@ pub fn trustworthiness(original: &Embeddings, points: &[Point3], k: usize) -> f6
     1.0 - 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)) * penalty
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn perfect_and_scrambled_layouts() {
-        // Two well separated groups on a line.
-        let points: Vec<Point3> = (0..40)
-            .map(|i| [if i < 20 { i as f32 } else { 100.0 + i as f32 }, 0.0, 0.0])
-            .collect();
-        let labels: Vec<String> = (0..40).map(|i| (i / 20).to_string()).collect();
-        assert_eq!(knn_accuracy(&points, &labels, 5), 1.0);
-        let original = Embeddings::new(40, 3, points.iter().flatten().copied().collect());
-        assert!((trustworthiness(&original, &points, 5) - 1.0).abs() < 1e-9);
-        let scrambled: Vec<Point3> = (0..40).map(|i| [((i * 17) % 40) as f32, 0.0, 0.0]).collect();
-        assert!(trustworthiness(&original, &scrambled, 5) < 0.8);
-    }
-}
-
 /// Adjusted Rand index between cluster labels (-1, noise, counts as one more
 /// group) and true labels: 1 for identical partitions, about 0 for chance.
 pub fn adjusted_rand_index(clusters: &[i32], labels: &[String]) -> f64 {
@@ -145,4 +126,25 @@ pub fn adjusted_rand_index(clusters: &[i32], labels: &[String]) -> f64 {
         return 1.0;
     }
     (index - expected) / (max - expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perfect_and_scrambled_layouts() {
+        // Two well separated groups on a line.
+        let points: Vec<Point3> = (0..40)
+            .map(|i| [if i < 20 { i as f32 } else { 100.0 + i as f32 }, 0.0, 0.0])
+            .collect();
+        let labels: Vec<String> = (0..40).map(|i| (i / 20).to_string()).collect();
+        assert_eq!(knn_accuracy(&points, &labels, 5), 1.0);
+        let original = Embeddings::new(40, 3, points.iter().flatten().copied().collect());
+        assert!((trustworthiness(&original, &points, 5) - 1.0).abs() < 1e-9);
+        let scrambled: Vec<Point3> = (0..40)
+            .map(|i| [((i * 17) % 40) as f32, 0.0, 0.0])
+            .collect();
+        assert!(trustworthiness(&original, &scrambled, 5) < 0.8);
+    }
 }

@@ -75,7 +75,13 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
 #[test]
 fn mnist_subset_umap_quality() {
     let cache = tempfile::tempdir().unwrap();
-    let a = analyze(&mnist_2k(), &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyze(
+        &mnist_2k(),
+        &options(ReducerKind::Umap, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert_eq!(a.folder.images.len(), 2000);
     let labels = labels_of(&a);
     let accuracy = knn_accuracy(&a.layout.points, &labels, 10);
@@ -95,7 +101,13 @@ fn mnist_10k_umap_quality_when_the_shared_dataset_is_present() {
         return;
     }
     let cache = tempfile::tempdir().unwrap();
-    let a = analyze(&dir, &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyze(
+        &dir,
+        &options(ReducerKind::Umap, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert_eq!(a.folder.images.len(), 10_000);
     let labels = labels_of(&a);
     let accuracy = knn_accuracy(&a.layout.points, &labels, 10);
@@ -123,7 +135,10 @@ fn seeded_runs_are_reproducible_for_every_reducer() {
         let first = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
         let second = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
         assert_eq!(first.layout.used, reducer);
-        assert_eq!(first.layout.points, second.layout.points, "{reducer:?} differs between runs");
+        assert_eq!(
+            first.layout.points, second.layout.points,
+            "{reducer:?} differs between runs"
+        );
         assert_eq!(first.clusters.labels, second.clusters.labels);
         opts.seed += 1;
         if reducer == ReducerKind::Umap {
@@ -143,10 +158,18 @@ fn tiny_folders_get_a_layout_not_a_panic() {
             std::fs::copy(path, data.path().join(format!("{i}.png"))).unwrap();
         }
         for reducer in [ReducerKind::Umap, ReducerKind::Tsne, ReducerKind::Pca] {
-            let a = analyze(data.path(), &options(reducer, cache.path()), &NoProgress, &CancelToken::new())
-                .unwrap_or_else(|e| panic!("{n} images, {reducer:?}: {e:#}"));
+            let a = analyze(
+                data.path(),
+                &options(reducer, cache.path()),
+                &NoProgress,
+                &CancelToken::new(),
+            )
+            .unwrap_or_else(|e| panic!("{n} images, {reducer:?}: {e:#}"));
             assert_eq!(a.layout.points.len(), n);
-            assert!(a.layout.points.iter().flatten().all(|x| x.is_finite()), "{n} {reducer:?}");
+            assert!(
+                a.layout.points.iter().flatten().all(|x| x.is_finite()),
+                "{n} {reducer:?}"
+            );
             assert_eq!(a.clusters.labels.len(), n);
             if n >= 2 && reducer != ReducerKind::Pca {
                 // Distinct digits must not collapse onto one point.
@@ -161,7 +184,13 @@ fn cancelling_stops_the_pipeline() {
     let cancel = CancelToken::new();
     cancel.cancel();
     let cache = tempfile::tempdir().unwrap();
-    let err = analyze(&mnist_2k(), &options(ReducerKind::Umap, cache.path()), &NoProgress, &cancel).unwrap_err();
+    let err = analyze(
+        &mnist_2k(),
+        &options(ReducerKind::Umap, cache.path()),
+        &NoProgress,
+        &cancel,
+    )
+    .unwrap_err();
     assert!(is_cancelled(&err), "{err:#}");
 }
 
@@ -177,7 +206,8 @@ fn peak_rss_bytes() -> Option<u64> {
 fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
     let fixtures = repo().join("tests/fixtures/images");
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("manifest.json")).unwrap())
+            .unwrap();
     let data = tempfile::tempdir().unwrap();
     let root = data.path();
     let mut expect_ok: HashMap<String, (u64, u64)> = HashMap::new();
@@ -188,7 +218,13 @@ fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
         std::fs::copy(fixtures.join(&name), root.join(&name)).unwrap();
         match file["expected"].as_str().unwrap() {
             "ok" => {
-                expect_ok.insert(name, (file["width"].as_u64().unwrap(), file["height"].as_u64().unwrap()));
+                expect_ok.insert(
+                    name,
+                    (
+                        file["width"].as_u64().unwrap(),
+                        file["height"].as_u64().unwrap(),
+                    ),
+                );
             }
             "skip" => expect_skip.push(name),
             _ => either.push(name),
@@ -196,7 +232,11 @@ fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
     }
     // Unicode names, nested folders, a non-image, a hidden file, links.
     std::fs::create_dir_all(root.join("sous-dossier/日本")).unwrap();
-    std::fs::copy(fixtures.join("gray.png"), root.join("sous-dossier/日本/数字 ü 🙂.png")).unwrap();
+    std::fs::copy(
+        fixtures.join("gray.png"),
+        root.join("sous-dossier/日本/数字 ü 🙂.png"),
+    )
+    .unwrap();
     expect_ok.insert("sous-dossier/日本/数字 ü 🙂.png".into(), (48, 40));
     std::fs::write(root.join("notes.txt"), "not an image").unwrap();
     std::fs::copy(fixtures.join("gray.png"), root.join(".hidden.png")).unwrap();
@@ -210,7 +250,13 @@ fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
     let before = snapshot(root);
 
     let cache = tempfile::tempdir().unwrap();
-    let a = analyze(root, &options(ReducerKind::Umap, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyze(
+        root,
+        &options(ReducerKind::Umap, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
 
     let read: HashMap<&str, (u64, u64)> = a
         .folder
@@ -218,25 +264,50 @@ fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
         .iter()
         .map(|r| (r.relative.as_str(), (r.width as u64, r.height as u64)))
         .collect();
-    let skipped: HashMap<&str, &str> =
-        a.folder.skipped.iter().map(|s| (s.path.as_str(), s.reason.as_str())).collect();
+    let skipped: HashMap<&str, &str> = a
+        .folder
+        .skipped
+        .iter()
+        .map(|s| (s.path.as_str(), s.reason.as_str()))
+        .collect();
     for (name, size) in &expect_ok {
-        assert_eq!(read.get(name.as_str()), Some(size), "{name} should be read at {size:?}; skipped: {:?}", skipped.get(name.as_str()));
+        assert_eq!(
+            read.get(name.as_str()),
+            Some(size),
+            "{name} should be read at {size:?}; skipped: {:?}",
+            skipped.get(name.as_str())
+        );
     }
     for name in &expect_skip {
-        let reason = skipped.get(name.as_str()).unwrap_or_else(|| panic!("{name} should be skipped"));
+        let reason = skipped
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{name} should be skipped"));
         assert!(!reason.is_empty());
         println!("skipped {name}: {reason}");
     }
     for name in &either {
-        assert!(read.contains_key(name.as_str()) || skipped.contains_key(name.as_str()), "{name} vanished");
+        assert!(
+            read.contains_key(name.as_str()) || skipped.contains_key(name.as_str()),
+            "{name} vanished"
+        );
     }
-    assert!(skipped["huge_header.png"].contains("60000×60000"), "{}", skipped["huge_header.png"]);
+    assert!(
+        skipped["huge_header.png"].contains("60000×60000"),
+        "{}",
+        skipped["huge_header.png"]
+    );
     assert!(skipped["empty.jpg"].contains("empty"));
     assert!(skipped["not_really.jpg"].contains("not an image"));
     assert!(!read.contains_key(".hidden.png"));
-    assert_eq!(read.len() + skipped.len(), expect_ok.len() + expect_skip.len() + either.len());
-    assert!(a.folder.warnings.iter().any(|w| w.contains("loop")), "{:?}", a.folder.warnings);
+    assert_eq!(
+        read.len() + skipped.len(),
+        expect_ok.len() + expect_skip.len() + either.len()
+    );
+    assert!(
+        a.folder.warnings.iter().any(|w| w.contains("loop")),
+        "{:?}",
+        a.folder.warnings
+    );
     // Bounded memory: trusting the 60000×60000 header alone would take 14 GB.
     if let Some(peak) = peak_rss_bytes() {
         assert!(peak < 3 << 30, "peak memory {} MiB", peak >> 20);
@@ -262,9 +333,13 @@ fn planted_copies(original: &Path, dir: &Path, stem: &str) -> Vec<String> {
     names.push(jpeg);
     // Resized to twice the size.
     let resized = format!("{stem}_resized.png");
-    img.resize_exact(img.width() * 2, img.height() * 2, image::imageops::FilterType::CatmullRom)
-        .save_with_format(dir.join(&resized), ImageFormat::Png)
-        .unwrap();
+    img.resize_exact(
+        img.width() * 2,
+        img.height() * 2,
+        image::imageops::FilterType::CatmullRom,
+    )
+    .save_with_format(dir.join(&resized), ImageFormat::Png)
+    .unwrap();
     names.push(resized);
     // Brightened.
     let bright = format!("{stem}_brightened.png");
@@ -296,21 +371,49 @@ fn planted_duplicates_are_found_with_precision_one() {
         }
     }
     let cache = tempfile::tempdir().unwrap();
-    let a = analyze(root, &options(ReducerKind::Pca, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyze(
+        root,
+        &options(ReducerKind::Pca, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     let path = |i: usize| a.folder.images[i].relative.clone();
     let groups: &[DuplicateGroup] = &a.duplicates;
     for g in groups {
-        let families: std::collections::HashSet<usize> = g.members.iter().map(|&m| family[&path(m)]).collect();
-        assert_eq!(families.len(), 1, "false duplicate group: {:?}", g.members.iter().map(|&m| path(m)).collect::<Vec<_>>());
+        let families: std::collections::HashSet<usize> =
+            g.members.iter().map(|&m| family[&path(m)]).collect();
+        assert_eq!(
+            families.len(),
+            1,
+            "false duplicate group: {:?}",
+            g.members.iter().map(|&m| path(m)).collect::<Vec<_>>()
+        );
     }
     for &i in &planted_from {
         let name = format!("{}_{i:03}.png", files[i].0);
-        let original = a.folder.images.iter().position(|r| r.relative == name).unwrap();
+        let original = a
+            .folder
+            .images
+            .iter()
+            .position(|r| r.relative == name)
+            .unwrap();
         let group = a.duplicate_labels[original];
         assert!(group >= 0, "planted family {i} not found");
-        let members: Vec<String> = groups[group as usize].members.iter().map(|&m| path(m)).collect();
-        println!("family {i}: {members:?}, weakest cosine {}", groups[group as usize].weakest.cosine);
-        assert_eq!(members.len(), 5, "all four copies of {i} found: {members:?}");
+        let members: Vec<String> = groups[group as usize]
+            .members
+            .iter()
+            .map(|&m| path(m))
+            .collect();
+        println!(
+            "family {i}: {members:?}, weakest cosine {}",
+            groups[group as usize].weakest.cosine
+        );
+        assert_eq!(
+            members.len(),
+            5,
+            "all four copies of {i} found: {members:?}"
+        );
     }
     assert_eq!(groups.len(), planted_from.len());
 }
@@ -333,9 +436,16 @@ fn cli_writes_points_embeddings_and_report_and_reuses_the_cache() {
     let before = snapshot(data.path());
     let folder = data.path().to_str().unwrap();
 
-    let run = embedscope(&["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"], work.path());
+    let run = embedscope(
+        &["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"],
+        work.path(),
+    );
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(stdout.contains("images read      30"), "{stdout}");
     assert!(stdout.contains("images skipped   1"), "{stdout}");
 
@@ -359,35 +469,74 @@ fn cli_writes_points_embeddings_and_report_and_reuses_the_cache() {
     let norm: f32 = values[..784].iter().map(|x| x * x).sum();
     assert!((norm - 1.0).abs() < 1e-4);
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["counts"]["images"], 30);
     assert_eq!(report["skipped"][0]["path"], "0/broken.png");
-    assert!(report["skipped"][0]["reason"].as_str().unwrap().contains("PNG"));
-    for key in ["scan", "embed", "neighbours", "layout", "clusters", "duplicates"] {
-        assert!(report["timings"][key].as_f64().unwrap() >= 0.0, "timing {key}");
+    assert!(
+        report["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("PNG")
+    );
+    for key in [
+        "scan",
+        "embed",
+        "neighbours",
+        "layout",
+        "clusters",
+        "duplicates",
+    ] {
+        assert!(
+            report["timings"][key].as_f64().unwrap() >= 0.0,
+            "timing {key}"
+        );
     }
     assert_eq!(report["parameters"]["reducer"], "umap");
     assert_eq!(report["cache"]["embedded"], 30);
 
     // Second run: every embedding from the cache.
-    let again = embedscope(&["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"], work.path());
+    let again = embedscope(
+        &["analyze", folder, "--out", out.to_str().unwrap(), "--quiet"],
+        work.path(),
+    );
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(stdout.contains("from cache     30"), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["cache"]["reused"], 30);
-    assert_eq!(csv, std::fs::read_to_string(out.join("points.csv")).unwrap(), "same seed, same result");
+    assert_eq!(
+        csv,
+        std::fs::read_to_string(out.join("points.csv")).unwrap(),
+        "same seed, same result"
+    );
 
     // An output folder inside the dataset is refused before any work.
     let inside = data.path().join("results");
-    let refused = embedscope(&["analyze", folder, "--out", inside.to_str().unwrap()], work.path());
+    let refused = embedscope(
+        &["analyze", folder, "--out", inside.to_str().unwrap()],
+        work.path(),
+    );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the dataset folder"));
-    assert_eq!(before, snapshot(data.path()), "the dataset folder was modified");
+    assert_eq!(
+        before,
+        snapshot(data.path()),
+        "the dataset folder was modified"
+    );
 
     // Default output goes to the cache folder and is printed.
-    let default = embedscope(&["analyze", folder, "--quiet", "--reducer", "pca"], work.path());
+    let default = embedscope(
+        &["analyze", folder, "--quiet", "--reducer", "pca"],
+        work.path(),
+    );
     let stdout = String::from_utf8_lossy(&default.stdout);
-    let printed = stdout.lines().find_map(|l| l.strip_prefix("output")).unwrap().trim().to_owned();
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("output"))
+        .unwrap()
+        .trim()
+        .to_owned();
     assert!(Path::new(&printed).starts_with(work.path()), "{printed}");
     assert!(Path::new(&printed).join("points.csv").is_file());
 }
@@ -399,17 +548,36 @@ fn cli_explains_what_is_wrong() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("check that the folder exists"));
 
-    let clip = embedscope(&["analyze", mnist_2k().to_str().unwrap(), "--embedder", "clip"], work.path());
+    let clip = embedscope(
+        &[
+            "analyze",
+            mnist_2k().to_str().unwrap(),
+            "--embedder",
+            "clip",
+        ],
+        work.path(),
+    );
     assert!(!clip.status.success());
     assert!(String::from_utf8_lossy(&clip.stderr).contains("--embedder pixels"));
 
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("readme.txt"), "hi").unwrap();
-    let none = embedscope(&["analyze", empty.path().to_str().unwrap(), "--quiet"], work.path());
+    let none = embedscope(
+        &["analyze", empty.path().to_str().unwrap(), "--quiet"],
+        work.path(),
+    );
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no images found"));
 
-    let bad = embedscope(&["analyze", empty.path().to_str().unwrap(), "--dup-threshold", "3"], work.path());
+    let bad = embedscope(
+        &[
+            "analyze",
+            empty.path().to_str().unwrap(),
+            "--dup-threshold",
+            "3",
+        ],
+        work.path(),
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("between -1 and 1"));
 }
 
@@ -419,7 +587,17 @@ fn a_corrupt_cache_is_moved_aside_and_the_run_succeeds() {
     copy_subset(2, data.path());
     let cache = tempfile::tempdir().unwrap();
     std::fs::write(cache.path().join("cache.sqlite"), vec![0x42u8; 8192]).unwrap();
-    let a = analyze(data.path(), &options(ReducerKind::Pca, cache.path()), &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyze(
+        data.path(),
+        &options(ReducerKind::Pca, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     assert_eq!(a.folder.images.len(), 20);
-    assert!(a.folder.warnings.iter().any(|w| w.contains("damaged")), "{:?}", a.folder.warnings);
+    assert!(
+        a.folder.warnings.iter().any(|w| w.contains("damaged")),
+        "{:?}",
+        a.folder.warnings
+    );
 }

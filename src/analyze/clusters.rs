@@ -10,21 +10,12 @@ use serde::Serialize;
 
 use crate::reduce::Point3;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Default)]
 pub struct ClusterParams {
     /// Smallest group called a cluster; `None`: 1% of the images, between 5 and 100.
     pub min_cluster_size: Option<usize>,
     /// Neighbours for HDBSCAN's core distance; `None`: same as min_cluster_size.
     pub min_samples: Option<usize>,
-}
-
-impl Default for ClusterParams {
-    fn default() -> Self {
-        Self {
-            min_cluster_size: None,
-            min_samples: None,
-        }
-    }
 }
 
 impl ClusterParams {
@@ -116,7 +107,10 @@ mod tests {
         let c = find_clusters(&layout, &ClusterParams::default()).unwrap();
         assert_eq!(c.members.len(), 2);
         assert!(c.members[0].len() > c.members[1].len());
-        assert!(c.members[0].iter().all(|&i| i >= 40), "the larger blob is id 0");
+        assert!(
+            c.members[0].iter().all(|&i| i >= 40),
+            "the larger blob is id 0"
+        );
     }
 
     #[test]

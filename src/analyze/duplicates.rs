@@ -73,7 +73,11 @@ pub fn find_duplicates(
     let pair = |a: usize, b: usize| DuplicatePair {
         a,
         b,
-        cosine: if hashes[a] == hashes[b] { 1.0 } else { embeddings.cosine(a, b).min(1.0) },
+        cosine: if hashes[a] == hashes[b] {
+            1.0
+        } else {
+            embeddings.cosine(a, b).min(1.0)
+        },
         identical: hashes[a] == hashes[b],
     };
     let mut labels = vec![-1i32; n];
@@ -179,7 +183,10 @@ mod tests {
         assert_eq!(groups[0].members, vec![0, 1, 2]);
         assert!(!groups[0].exact);
         assert_eq!((groups[0].weakest.a, groups[0].weakest.b), (0, 2));
-        assert!(groups[0].weakest.cosine < 0.98, "chained, so below the threshold");
+        assert!(
+            groups[0].weakest.cosine < 0.98,
+            "chained, so below the threshold"
+        );
         assert_eq!(groups[1].members, vec![3, 4]);
         assert!(groups[1].exact && groups[1].weakest.identical);
         assert_eq!(labels, vec![0, 0, 0, 1, 1, -1]);

@@ -223,7 +223,10 @@ mod tests {
         let (mut cache, warning) = EmbeddingCache::open(&path).unwrap();
         assert!(warning.is_none());
         cache
-            .put_many("e1", &[(hash(1), 3, 4, &[0.5, -0.25]), (hash(2), 5, 6, &[1.0, 0.0])])
+            .put_many(
+                "e1",
+                &[(hash(1), 3, 4, &[0.5, -0.25]), (hash(2), 5, 6, &[1.0, 0.0])],
+            )
             .unwrap();
         drop(cache);
         let (cache, _) = EmbeddingCache::open(&path).unwrap();
@@ -241,7 +244,11 @@ mod tests {
     fn a_corrupt_database_is_moved_aside_and_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.sqlite");
-        std::fs::write(&path, b"this is not an sqlite database, just junk bytes".repeat(100)).unwrap();
+        std::fs::write(
+            &path,
+            b"this is not an sqlite database, just junk bytes".repeat(100),
+        )
+        .unwrap();
         let (mut cache, warning) = EmbeddingCache::open(&path).unwrap();
         let warning = warning.expect("a warning about the damaged cache");
         assert!(warning.contains("moved to"), "{warning}");

@@ -108,7 +108,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
     })?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
-        return Err(format!("{format_name} header claims an empty {width}×{height} image"));
+        return Err(format!(
+            "{format_name} header claims an empty {width}×{height} image"
+        ));
     }
     if width > limits.max_side || height > limits.max_side {
         return Err(too_large(width, height, limits));
@@ -133,7 +135,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
 /// Width and height from the header, parsed without limits: decoders read only
 /// the header here and allocate no pixel buffer.
 fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
     reader.no_limits();
     reader.into_dimensions().ok()
 }
@@ -218,7 +222,8 @@ mod tests {
 
     #[test]
     fn huge_header_is_refused_before_allocating() {
-        let reason = decode(&huge_png_header(60_000, 60_000), &DecodeLimits::default()).unwrap_err();
+        let reason =
+            decode(&huge_png_header(60_000, 60_000), &DecodeLimits::default()).unwrap_err();
         assert!(reason.contains("60000×60000"), "{reason}");
     }
 
@@ -248,7 +253,11 @@ mod tests {
         for &byte in data {
             crc ^= byte as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

@@ -30,7 +30,10 @@ impl PixelEmbedder {
     /// 28×28 when all sampled images are at most 28×28 (MNIST and its kin: no
     /// resampling at all), 32×32 otherwise.
     pub fn for_sizes(sizes: &[(u32, u32)]) -> Self {
-        let small = !sizes.is_empty() && sizes.iter().all(|&(w, h)| w <= MNIST_SIDE && h <= MNIST_SIDE);
+        let small = !sizes.is_empty()
+            && sizes
+                .iter()
+                .all(|&(w, h)| w <= MNIST_SIDE && h <= MNIST_SIDE);
         Self::new(if small { MNIST_SIDE } else { DEFAULT_SIDE })
     }
 
@@ -106,7 +109,11 @@ mod tests {
 
     fn digit(seed: u32) -> DynamicImage {
         DynamicImage::ImageLuma8(GrayImage::from_fn(28, 28, |x, y| {
-            Luma([if (x * 7 + y * 3 + seed) % 11 < 4 { 220 } else { 10 }])
+            Luma([if (x * 7 + y * 3 + seed) % 11 < 4 {
+                220
+            } else {
+                10
+            }])
         }))
     }
 
@@ -123,7 +130,9 @@ mod tests {
         let e = PixelEmbedder::new(28);
         let a = e.preprocess(&digit(1));
         let mut brighter = digit(1).to_luma8();
-        brighter.pixels_mut().for_each(|p| p.0[0] = p.0[0].saturating_add(20));
+        brighter
+            .pixels_mut()
+            .for_each(|p| p.0[0] = p.0[0].saturating_add(20));
         let b = e.preprocess(&DynamicImage::ImageLuma8(brighter));
         assert!(crate::dot(&a, &b) > 0.99);
         let c = e.preprocess(&digit(5));
@@ -133,7 +142,8 @@ mod tests {
     #[test]
     fn flat_and_transparent_images_do_not_produce_nan() {
         let e = PixelEmbedder::new(32);
-        let flat = DynamicImage::ImageRgba8(RgbaImage::from_pixel(10, 10, image::Rgba([9, 9, 9, 0])));
+        let flat =
+            DynamicImage::ImageRgba8(RgbaImage::from_pixel(10, 10, image::Rgba([9, 9, 9, 0])));
         let v = e.preprocess(&flat);
         assert!(v.iter().all(|x| x.is_finite()));
         assert!((crate::dot(&v, &v) - 1.0).abs() < 1e-5);

@@ -8,7 +8,7 @@ use crate::Embeddings;
 use crate::progress::{CancelToken, Cancelled, ProgressEvent, ProgressSink, Stage};
 
 /// Rows per block; a block's similarity matrix is `BLOCK × n` floats.
-const BLOCK: usize = 128;
+const BLOCK: usize = 512;
 
 pub fn build(
     embeddings: &Embeddings,
@@ -55,33 +55,22 @@ pub fn build(
                     );
                 }
             }
-            let mut candidates: Vec<(f32, u32)> = Vec::with_capacity(n);
+            let mut best = TopK::new(kept);
             for r in 0..rows {
                 let i = start + r;
-                candidates.clear();
-                candidates.extend(
-                    sims[r * n..(r + 1) * n]
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .map(|(j, s)| (*s, j as u32)),
-                );
-                // Largest similarity first; ties by index so the order is stable.
-                let order = |a: &(f32, u32), b: &(f32, u32)| {
-                    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-                };
-                if kept > 0 && candidates.len() > kept {
-                    candidates.select_nth_unstable_by(kept - 1, order);
+                best.clear();
+                for (j, &sim) in sims[r * n..(r + 1) * n].iter().enumerate() {
+                    if j != i {
+                        best.offer(sim, j as u32);
+                    }
                 }
-                candidates.truncate(kept);
-                candidates.sort_unstable_by(order);
-                for (slot, (sim, j)) in candidates.iter().enumerate() {
-                    idx_out[r * k + slot] = *j;
+                for (slot, &(sim, j)) in best.sorted().iter().enumerate() {
+                    idx_out[r * k + slot] = j;
                     dist_out[r * k + slot] = (2.0 - 2.0 * sim).max(0.0).sqrt();
                 }
             }
-            let finished = done.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed)
-                + rows as u64;
+            let finished =
+                done.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed) + rows as u64;
             progress.event(ProgressEvent::Advanced {
                 stage: Stage::Neighbours,
                 done: finished,
@@ -95,4 +84,48 @@ pub fn build(
         distances,
         method: KnnMethod::Exact,
     })
+}
+
+/// The `k` largest (similarity, index) pairs seen, kept sorted best first; ties
+/// go to the smaller index so the result does not depend on visiting order.
+struct TopK {
+    k: usize,
+    items: Vec<(f32, u32)>,
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            items: Vec::with_capacity(k + 1),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    fn better(a: (f32, u32), b: (f32, u32)) -> bool {
+        a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+    }
+
+    #[inline]
+    fn offer(&mut self, sim: f32, j: u32) {
+        if self.k == 0 || sim.is_nan() {
+            return;
+        }
+        if self.items.len() == self.k {
+            // Most candidates fail this one comparison.
+            if !Self::better((sim, j), self.items[self.k - 1]) {
+                return;
+            }
+            self.items.pop();
+        }
+        let at = self.items.partition_point(|&x| Self::better(x, (sim, j)));
+        self.items.insert(at, (sim, j));
+    }
+
+    fn sorted(&self) -> &[(f32, u32)] {
+        &self.items
+    }
 }

@@ -101,15 +101,21 @@ pub fn recall(exact: &KnnGraph, approx: &KnnGraph) -> f64 {
     let mut hits = 0usize;
     let mut total = 0usize;
     for i in 0..exact.n {
-        let truth: std::collections::HashSet<u32> =
-            exact.indices[i * exact.k..i * exact.k + k].iter().copied().collect();
+        let truth: std::collections::HashSet<u32> = exact.indices[i * exact.k..i * exact.k + k]
+            .iter()
+            .copied()
+            .collect();
         total += truth.iter().filter(|j| **j != u32::MAX).count();
         hits += approx.indices[i * approx.k..i * approx.k + k]
             .iter()
             .filter(|j| **j != u32::MAX && truth.contains(j))
             .count();
     }
-    if total == 0 { 1.0 } else { hits as f64 / total as f64 }
+    if total == 0 {
+        1.0
+    } else {
+        hits as f64 / total as f64
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +147,15 @@ mod tests {
     #[test]
     fn exact_matches_brute_force() {
         let e = random_unit_rows(700, 24, 3);
-        let g = build(&e, 10, KnnMethod::Exact, 0, &NoProgress, &CancelToken::new()).unwrap();
+        let g = build(
+            &e,
+            10,
+            KnnMethod::Exact,
+            0,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
         for i in [0, 1, 250, 699] {
             let got: Vec<u32> = g.neighbours(i).map(|(j, _)| j as u32).collect();
             assert_eq!(got, brute_force(&e, i, 10), "row {i}");
@@ -169,9 +183,24 @@ mod tests {
     #[test]
     fn approximate_recall_is_high() {
         let e = random_unit_rows(3000, 16, 5);
-        let exact = build(&e, 15, KnnMethod::Exact, 0, &NoProgress, &CancelToken::new()).unwrap();
-        let approx =
-            build(&e, 15, KnnMethod::Approximate, 0, &NoProgress, &CancelToken::new()).unwrap();
+        let exact = build(
+            &e,
+            15,
+            KnnMethod::Exact,
+            0,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let approx = build(
+            &e,
+            15,
+            KnnMethod::Approximate,
+            0,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
         let r = recall(&exact, &approx);
         assert!(r > 0.95, "recall {r}");
     }

@@ -28,7 +28,13 @@ pub fn default_output_dir(folder: &Path) -> anyhow::Result<PathBuf> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_owned())
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let hash = blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex();
     Ok(crate::cache::default_cache_dir()?
@@ -49,7 +55,10 @@ pub fn check_output_dir(out: &Path, folder: &Path) -> anyhow::Result<()> {
     };
     let mut rest = Vec::new();
     while !existing.exists() {
-        match (existing.file_name().map(|n| n.to_owned()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
@@ -78,7 +87,9 @@ pub fn write_outputs(analysis: &Analysis, out: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     let e = &analysis.folder.embeddings;
     write_atomically(&out.join("points.csv"), |w| write_points_csv(analysis, w))?;
-    write_atomically(&out.join("embeddings.npy"), |w| write_npy_f32(w, e.n, e.dim, &e.data))?;
+    write_atomically(&out.join("embeddings.npy"), |w| {
+        write_npy_f32(w, e.n, e.dim, &e.data)
+    })?;
     let report = build_report(analysis);
     write_atomically(&out.join("report.json"), |w| {
         serde_json::to_writer_pretty(&mut *w, &report)?;
@@ -119,7 +130,10 @@ pub fn write_atomically(
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let file = std::fs::File::create(&tmp)

@@ -3,11 +3,18 @@
 
 use std::io::{Read, Write};
 
-pub fn write_npy_f32(w: &mut dyn Write, rows: usize, cols: usize, data: &[f32]) -> anyhow::Result<()> {
-    anyhow::ensure!(data.len() == rows * cols, "matrix data does not match its shape");
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"
+pub fn write_npy_f32(
+    w: &mut dyn Write,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data.len() == rows * cols,
+        "matrix data does not match its shape"
     );
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -32,7 +39,10 @@ pub fn read_npy_f32(r: &mut dyn Read) -> anyhow::Result<(usize, usize, Vec<f32>)
     r.read_exact(&mut header)?;
     let header = String::from_utf8(header)?;
     anyhow::ensure!(header.contains("'<f4'"), "expected float32 data: {header}");
-    anyhow::ensure!(header.contains("'fortran_order': False"), "expected C order");
+    anyhow::ensure!(
+        header.contains("'fortran_order': False"),
+        "expected C order"
+    );
     let shape = header
         .split("'shape': (")
         .nth(1)
@@ -47,7 +57,10 @@ pub fn read_npy_f32(r: &mut dyn Read) -> anyhow::Result<(usize, usize, Vec<f32>)
     anyhow::ensure!(dims.len() == 2, "expected a 2-D array, got shape ({shape})");
     let mut bytes = Vec::new();
     r.read_to_end(&mut bytes)?;
-    anyhow::ensure!(bytes.len() == dims[0] * dims[1] * 4, "data length does not match the shape");
+    anyhow::ensure!(
+        bytes.len() == dims[0] * dims[1] * 4,
+        "data length does not match the shape"
+    );
     let data = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

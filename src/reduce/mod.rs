@@ -34,19 +34,10 @@ impl ReducerKind {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Default)]
 pub struct ReduceParams {
     pub umap: umap::UmapParams,
     pub tsne: tsne::TsneParams,
-}
-
-impl Default for ReduceParams {
-    fn default() -> Self {
-        Self {
-            umap: umap::UmapParams::default(),
-            tsne: tsne::TsneParams::default(),
-        }
-    }
 }
 
 impl ReduceParams {
@@ -105,7 +96,11 @@ pub fn reduce(
             tsne::MIN_POINTS
         ))),
         ReducerKind::Umap => {
+            let t = std::time::Instant::now();
             let init = pca::project(embeddings, seed)?;
+            if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
+                eprintln!("pca init {:.2}s", t.elapsed().as_secs_f64());
+            }
             let points = umap::umap(embeddings, knn, &init, &params.umap, seed, progress, cancel)?;
             Ok(Layout {
                 points,

@@ -68,12 +68,31 @@ fn top_components(e: &Embeddings, mean: &[f32], seed: u64) -> Vec<Vec<f32>> {
         .map(|_| (0..dim).map(|_| rng.normal_f32() as f64).collect())
         .collect();
     orthonormalise(&mut basis);
-    for _ in 0..ITERATIONS {
-        basis = covariance_times(e, mean, &basis);
+    // Narrow embeddings: form the covariance once with one SGEMM, then iterate on
+    // it cheaply. Wide ones: iterate on the data, never forming D×D.
+    let covariance = (dim <= COVARIANCE_MAX_DIM).then(|| covariance_matrix(e, mean));
+    let apply = |basis: &[Vec<f64>]| match &covariance {
+        Some(c) => basis
+            .iter()
+            .map(|v| {
+                c.chunks_exact(dim)
+                    .map(|row| row.iter().zip(v).map(|(a, b)| *a as f64 * b).sum())
+                    .collect()
+            })
+            .collect(),
+        None => covariance_times(e, mean, basis),
+    };
+    let iterations = if covariance.is_some() {
+        300
+    } else {
+        ITERATIONS
+    };
+    for _ in 0..iterations {
+        basis = apply(&basis);
         orthonormalise(&mut basis);
     }
     // Order by Rayleigh quotient (variance along the direction).
-    let images = covariance_times(e, mean, &basis);
+    let images = apply(&basis);
     let mut scored: Vec<(f64, Vec<f64>)> = basis
         .into_iter()
         .zip(images)
@@ -87,7 +106,10 @@ fn top_components(e: &Embeddings, mean: &[f32], seed: u64) -> Vec<Vec<f32>> {
                 v.iter_mut().for_each(|x| *x = 0.0);
             }
             // Sign convention: the largest entry is positive.
-            let biggest = v.iter().copied().fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
+            let biggest = v
+                .iter()
+                .copied()
+                .fold(0.0f64, |m, x| if x.abs() > m.abs() { x } else { m });
             let sign = if biggest < 0.0 { -1.0 } else { 1.0 };
             v.into_iter().map(|x| (x * sign) as f32).collect()
         })
@@ -96,6 +118,41 @@ fn top_components(e: &Embeddings, mean: &[f32], seed: u64) -> Vec<Vec<f32>> {
         out.push(vec![0.0; dim]);
     }
     out
+}
+
+/// Largest width for which the D×D covariance is formed explicitly.
+const COVARIANCE_MAX_DIM: usize = 2048;
+
+/// Xcᵀ Xc / n by SGEMM (deterministic: single-threaded, fixed order).
+fn covariance_matrix(e: &Embeddings, mean: &[f32]) -> Vec<f32> {
+    let (n, dim) = (e.n, e.dim);
+    let centred: Vec<f32> = e
+        .data
+        .chunks_exact(dim)
+        .flat_map(|row| row.iter().zip(mean).map(|(x, m)| x - m))
+        .collect();
+    let mut c = vec![0.0f32; dim * dim];
+    // SAFETY: the pointers cover `dim×n`, `n×dim` and `dim×dim` matrices with
+    // the strides given.
+    unsafe {
+        matrixmultiply::sgemm(
+            dim,
+            n,
+            dim,
+            1.0 / n as f32,
+            centred.as_ptr(),
+            1,
+            dim as isize,
+            centred.as_ptr(),
+            dim as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            dim as isize,
+            1,
+        );
+    }
+    c
 }
 
 /// Returns C·v for each v in `basis`, C = Xcᵀ Xc / n (Xc = centred data).
@@ -164,7 +221,11 @@ mod tests {
         let mut data = Vec::new();
         let n = 2000;
         for _ in 0..n {
-            let (a, b, c) = (rng.normal_f32() * 10.0, rng.normal_f32() * 3.0, rng.normal_f32());
+            let (a, b, c) = (
+                rng.normal_f32() * 10.0,
+                rng.normal_f32() * 3.0,
+                rng.normal_f32(),
+            );
             data.extend([a, 0.0, b, 0.0, c, 0.01 * rng.normal_f32()]);
         }
         // Centre the columns so the projections equal the coordinates.
@@ -191,7 +252,11 @@ mod tests {
 
     #[test]
     fn tiny_and_degenerate_inputs() {
-        assert!(project(&Embeddings::new(0, 4, vec![]), 0).unwrap().is_empty());
+        assert!(
+            project(&Embeddings::new(0, 4, vec![]), 0)
+                .unwrap()
+                .is_empty()
+        );
         let one = project(&Embeddings::new(1, 2, vec![1.0, 0.0]), 0).unwrap();
         assert_eq!(one, vec![[0.0; 3]]);
         let two = project(&Embeddings::new(2, 2, vec![1.0, 0.0, 0.0, 1.0]), 0).unwrap();

@@ -67,7 +67,12 @@ pub fn tsne(
     // scikit-learn's PCA initialisation: first axis scaled to std 1e-4.
     let std0 = {
         let mean = init.iter().map(|p| p[0] as f64).sum::<f64>() / n as f64;
-        (init.iter().map(|p| (p[0] as f64 - mean).powi(2)).sum::<f64>() / n as f64).sqrt()
+        (init
+            .iter()
+            .map(|p| (p[0] as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n as f64)
+            .sqrt()
     };
     let scale = if std0 > 0.0 { 1e-4 / std0 as f32 } else { 1.0 };
     let start: Vec<f32> = init.iter().flat_map(|p| p.map(|x| x * scale)).collect();

@@ -59,8 +59,12 @@ pub fn scan(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> anyhow::Result<ScanResult> {
-    let meta = fs::metadata(root)
-        .with_context(|| format!("cannot open {}: check that the folder exists", root.display()))?;
+    let meta = fs::metadata(root).with_context(|| {
+        format!(
+            "cannot open {}: check that the folder exists",
+            root.display()
+        )
+    })?;
     if !meta.is_dir() {
         bail!(
             "{} is a file, not a folder: pass the folder that holds your images",
@@ -160,9 +164,7 @@ impl Walker<'_> {
                         } else {
                             format!("symbolic link cannot be followed: {err}")
                         };
-                        self.result
-                            .warnings
-                            .push(format!("{relative}: {reason}"));
+                        self.result.warnings.push(format!("{relative}: {reason}"));
                         self.skip(&relative, reason);
                         continue;
                     }
@@ -188,7 +190,7 @@ impl Walker<'_> {
                         size: meta.len(),
                     });
                     let found = self.result.files.len() as u64;
-                    if found % 256 == 0 {
+                    if found.is_multiple_of(256) {
                         self.progress.event(ProgressEvent::Advanced {
                             stage: Stage::Scan,
                             done: found,
@@ -270,8 +272,12 @@ mod tests {
         let result = scan(root, &NoProgress, &CancelToken::new()).unwrap();
         let found: Vec<_> = result.files.iter().map(|f| f.relative.as_str()).collect();
         assert_eq!(found, ["alias.png", "sub/img.png"]);
-        assert!(result.skipped.iter().any(|s| s.path == "dangling.png"
-            && s.reason.contains("dangling")));
+        assert!(
+            result
+                .skipped
+                .iter()
+                .any(|s| s.path == "dangling.png" && s.reason.contains("dangling"))
+        );
         assert!(result.warnings.iter().any(|w| w.contains("sub/loop")));
     }
 
@@ -279,9 +285,13 @@ mod tests {
     fn a_file_is_not_a_folder() {
         let dir = tempfile::tempdir().unwrap();
         touch(&dir.path().join("one.png"));
-        let err = scan(&dir.path().join("one.png"), &NoProgress, &CancelToken::new())
-            .unwrap_err()
-            .to_string();
+        let err = scan(
+            &dir.path().join("one.png"),
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not a folder"), "{err}");
     }
 

@@ -1,8 +1,8 @@
 //! UMAP: the fuzzy simplicial set (graph) comes from `umap-rs`; the layout is
 //! optimised here with umap-learn's SGD schedule (attractive samples along graph
-//! edges, negative sampling, linearly decaying learning rate), driven by our own
-//! seeded generator so a seeded run is reproducible. `umap-rs`'s optimiser draws
-//! from the thread RNG and runs Hogwild in parallel, so it cannot be.
+//! edges, negative sampling, linearly decaying learning rate), in parallel yet
+//! deterministic (see [`sgd`]). `umap-rs`'s own optimiser draws from the thread
+//! RNG and runs Hogwild, so a seeded run could not be reproduced with it.
 
 use ndarray::ArrayView2;
 use serde::Serialize;
@@ -13,6 +13,8 @@ use crate::Embeddings;
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::rng::Rng;
+
+mod sgd;
 
 /// Below this, UMAP's neighbourhood graph means little; PCA is used instead.
 pub const MIN_POINTS: usize = 4;
@@ -104,7 +106,11 @@ pub fn umap(
     let data = ArrayView2::from_shape((n, embeddings.dim), &embeddings.data)?;
     let indices = ArrayView2::from_shape((n, n_neighbors), &knn_indices)?;
     let dists = ArrayView2::from_shape((n, n_neighbors), &knn_dists)?;
+    let t = std::time::Instant::now();
     let manifold = Umap::new(config).learn_manifold(data, indices, dists);
+    if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
+        eprintln!("umap: graph {:.2}s", t.elapsed().as_secs_f64());
+    }
     cancel.check()?;
     let (a, b) = manifold.curve_params();
 
@@ -122,7 +128,19 @@ pub fn umap(
 
     let mut rng = Rng::new(seed);
     let mut embedding = initial_layout(init, &mut rng);
-    let mut optimiser = Sgd::new(&edges, max_weight, n_epochs, params, a, b);
+    let mut optimiser = sgd::Sgd::new(
+        &edges,
+        n,
+        max_weight,
+        sgd::SgdParams {
+            a,
+            b,
+            gamma: params.repulsion_strength,
+            initial_alpha: params.learning_rate,
+            negative_sample_rate: params.negative_sample_rate,
+            n_epochs,
+        },
+    );
     progress.event(ProgressEvent::Started {
         stage: Stage::Layout,
         total: Some(n_epochs as u64),
@@ -135,12 +153,19 @@ pub fn umap(
                 done: epoch as u64,
             });
         }
-        optimiser.epoch(&mut embedding, epoch, &mut rng);
+        optimiser.epoch(&mut embedding, epoch, seed);
     }
     progress.event(ProgressEvent::Advanced {
         stage: Stage::Layout,
         done: n_epochs as u64,
     });
+    if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
+        eprintln!(
+            "umap: graph + sgd {:.2}s, {} edges",
+            t.elapsed().as_secs_f64(),
+            edges.len()
+        );
+    }
     Ok(embedding)
 }
 
@@ -168,120 +193,4 @@ fn initial_layout(init: &[Point3], rng: &mut Rng) -> Vec<Point3> {
         }
     }
     layout
-}
-
-/// State of umap-learn's `optimize_layout_euclidean` with `move_other=True`.
-struct Sgd<'a> {
-    edges: &'a [(u32, u32, f32)],
-    epochs_per_sample: Vec<f32>,
-    epoch_of_next_sample: Vec<f32>,
-    epochs_per_negative_sample: Vec<f32>,
-    epoch_of_next_negative_sample: Vec<f32>,
-    n_epochs: usize,
-    initial_alpha: f32,
-    gamma: f32,
-    a: f32,
-    b: f32,
-}
-
-impl<'a> Sgd<'a> {
-    fn new(
-        edges: &'a [(u32, u32, f32)],
-        max_weight: f32,
-        n_epochs: usize,
-        params: &UmapParams,
-        a: f32,
-        b: f32,
-    ) -> Self {
-        let epochs_per_sample: Vec<f32> = edges
-            .iter()
-            .map(|&(_, _, w)| n_epochs as f32 / (n_epochs as f32 * w / max_weight))
-            .collect();
-        let rate = params.negative_sample_rate.max(1) as f32;
-        let epochs_per_negative_sample: Vec<f32> =
-            epochs_per_sample.iter().map(|e| e / rate).collect();
-        Self {
-            edges,
-            epoch_of_next_sample: epochs_per_sample.clone(),
-            epoch_of_next_negative_sample: epochs_per_negative_sample.clone(),
-            epochs_per_sample,
-            epochs_per_negative_sample,
-            n_epochs,
-            initial_alpha: params.learning_rate,
-            gamma: params.repulsion_strength,
-            a,
-            b,
-        }
-    }
-
-    fn epoch(&mut self, y: &mut [Point3], epoch: usize, rng: &mut Rng) {
-        let n = y.len();
-        let alpha = self.initial_alpha * (1.0 - epoch as f32 / self.n_epochs as f32);
-        let now = epoch as f32;
-        let (a, b, gamma) = (self.a, self.b, self.gamma);
-        for (e, &(head, tail, _)) in self.edges.iter().enumerate() {
-            if self.epoch_of_next_sample[e] > now {
-                continue;
-            }
-            let (j, k) = (head as usize, tail as usize);
-            let current = y[j];
-            let other = y[k];
-            let diff = sub(current, other);
-            let d2 = norm2(diff);
-            let attract = if d2 > 0.0 {
-                // pow via one log and one exp: d2^b and d2^(b-1) share them.
-                let d2b = (b * d2.ln()).exp();
-                -2.0 * a * b * (d2b / d2) / (a * d2b + 1.0)
-            } else {
-                0.0
-            };
-            let mut current = current;
-            let mut other = other;
-            for d in 0..3 {
-                let g = clip(attract * diff[d]) * alpha;
-                current[d] += g;
-                other[d] -= g;
-            }
-            y[k] = other;
-            self.epoch_of_next_sample[e] += self.epochs_per_sample[e];
-
-            let n_negative = ((now - self.epoch_of_next_negative_sample[e])
-                / self.epochs_per_negative_sample[e]) as usize;
-            for _ in 0..n_negative {
-                let m = rng.below(n);
-                if m == j {
-                    continue;
-                }
-                let other = y[m];
-                let diff = sub(current, other);
-                let d2 = norm2(diff);
-                if d2 <= 0.0 {
-                    continue;
-                }
-                let d2b = (b * d2.ln()).exp();
-                let repel = 2.0 * gamma * b / ((0.001 + d2) * (a * d2b + 1.0));
-                for d in 0..3 {
-                    current[d] += clip(repel * diff[d]) * alpha;
-                }
-            }
-            y[j] = current;
-            self.epoch_of_next_negative_sample[e] +=
-                n_negative as f32 * self.epochs_per_negative_sample[e];
-        }
-    }
-}
-
-#[inline]
-fn sub(a: Point3, b: Point3) -> Point3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-#[inline]
-fn norm2(v: Point3) -> f32 {
-    v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
-}
-
-#[inline]
-fn clip(x: f32) -> f32 {
-    x.clamp(-4.0, 4.0)
 }
