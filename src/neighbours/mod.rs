@@ -119,7 +119,7 @@ pub fn recall(exact: &KnnGraph, approx: &KnnGraph) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::progress::NoProgress;
     use crate::rng::Rng;
