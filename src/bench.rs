@@ -108,6 +108,29 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
         }));
     }
 
+    if args.cluster_sweep {
+        // The alternative to clustering the layout: HDBSCAN on the embeddings.
+        let rows: Vec<Vec<f32>> = e.rows().map(|r| r.to_vec()).collect();
+        let t = Instant::now();
+        let hyper = hdbscan::HdbscanHyperParams::builder()
+            .min_cluster_size(ClusterParams::default().resolved_min_cluster_size(e.n))
+            .build();
+        if let Ok(raw) = hdbscan::Hdbscan::new(&rows, hyper).cluster() {
+            let clusters = raw
+                .iter()
+                .filter(|l| **l >= 0)
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            println!(
+                "hdbscan on the {}-D embeddings: ARI {:.3}, {clusters} clusters, {} noise, {:.1}s",
+                e.dim,
+                adjusted_rand_index(&raw, &labels),
+                raw.iter().filter(|l| **l < 0).count(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+
     let mut recall = serde_json::Value::Null;
     if args.knn_recall {
         let k = 15;
@@ -143,8 +166,8 @@ pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
 
 /// Prints the adjusted Rand index of HDBSCAN clusters for a grid of parameters.
 fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) {
-    for min_cluster_size in [10, 25, 50, 100] {
-        for min_samples in [5, 10, 25] {
+    for min_cluster_size in [10, 20, 50, 100] {
+        for min_samples in [1, 3, 5, 10] {
             let params = ClusterParams {
                 min_cluster_size: Some(min_cluster_size),
                 min_samples: Some(min_samples),

@@ -1,5 +1,10 @@
-//! Exact kNN by blocked matrix products: each block of rows is multiplied with
-//! the whole matrix (SGEMM), then the k largest similarities of each row kept.
+//! Exact kNN by blocked matrix products. The similarity matrix is symmetric,
+//! so only the blocks on and above the diagonal are computed (SGEMM), each one
+//! feeding the top-k lists of its rows and of its columns: half the work of
+//! the full product.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
@@ -7,7 +12,7 @@ use super::{KnnGraph, KnnMethod};
 use crate::Embeddings;
 use crate::progress::{CancelToken, Cancelled, ProgressEvent, ProgressSink, Stage};
 
-/// Rows per block; a block's similarity matrix is `BLOCK × n` floats.
+/// Rows per block; a block pair's similarities are `BLOCK × BLOCK` floats.
 const BLOCK: usize = 512;
 
 pub fn build(
@@ -19,64 +24,91 @@ pub fn build(
     let n = embeddings.n;
     let dim = embeddings.dim;
     let kept = k.min(n.saturating_sub(1));
-    let mut indices = vec![u32::MAX; n * k];
-    let mut distances = vec![f32::INFINITY; n * k];
-    let done = std::sync::atomic::AtomicU64::new(0);
+    let n_blocks = n.div_ceil(BLOCK);
+    let range = |b: usize| b * BLOCK..((b + 1) * BLOCK).min(n);
+    // One lock per row block. The top-k lists do not depend on the order in
+    // which candidates arrive, so the result is the same on any thread count.
+    let lists: Vec<Mutex<Vec<TopK>>> = (0..n_blocks)
+        .map(|b| Mutex::new((0..range(b).len()).map(|_| TopK::new(kept)).collect()))
+        .collect();
+    let pairs: Vec<(usize, usize)> = (0..n_blocks)
+        .flat_map(|a| (a..n_blocks).map(move |b| (a, b)))
+        .collect();
+    let done = AtomicU64::new(0);
+    let total_pairs = pairs.len() as u64;
 
-    indices
-        .par_chunks_mut(BLOCK * k)
-        .zip(distances.par_chunks_mut(BLOCK * k))
-        .enumerate()
-        .try_for_each(|(block, (idx_out, dist_out))| {
+    pairs
+        .par_iter()
+        .try_for_each_init(Vec::new, |sims, &(a, b)| {
             if cancel.is_cancelled() {
                 return Err(Cancelled);
             }
-            let start = block * BLOCK;
-            let rows = (n - start).min(BLOCK);
-            let mut sims = vec![0.0f32; rows * n];
-            if dim > 0 && n > 0 {
-                // sims[r][j] = x[start + r] · x[j]
+            let (rows, cols) = (range(a), range(b));
+            sims.clear();
+            sims.resize(rows.len() * cols.len(), 0.0f32);
+            if dim > 0 {
+                // SAFETY: rows.len()×dim and cols.len()×dim row-major blocks of the
+                // embedding matrix (the second read transposed), written into a
+                // rows.len()×cols.len() buffer.
                 unsafe {
                     matrixmultiply::sgemm(
-                        rows,
+                        rows.len(),
                         dim,
-                        n,
+                        cols.len(),
                         1.0,
-                        embeddings.data[start * dim..].as_ptr(),
+                        embeddings.data[rows.start * dim..].as_ptr(),
                         dim as isize,
                         1,
-                        embeddings.data.as_ptr(),
+                        embeddings.data[cols.start * dim..].as_ptr(),
                         1,
                         dim as isize,
                         0.0,
                         sims.as_mut_ptr(),
-                        n as isize,
+                        cols.len() as isize,
                         1,
                     );
                 }
             }
-            let mut best = TopK::new(kept);
-            for r in 0..rows {
-                let i = start + r;
-                best.clear();
-                for (j, &sim) in sims[r * n..(r + 1) * n].iter().enumerate() {
-                    if j != i {
-                        best.offer(sim, j as u32);
+            {
+                let mut mine = lists[a].lock().unwrap();
+                for (r, list) in mine.iter_mut().enumerate() {
+                    let i = rows.start + r;
+                    let row = &sims[r * cols.len()..(r + 1) * cols.len()];
+                    for (c, &sim) in row.iter().enumerate() {
+                        let j = cols.start + c;
+                        if j != i {
+                            list.offer(sim, j as u32);
+                        }
                     }
                 }
-                for (slot, &(sim, j)) in best.sorted().iter().enumerate() {
-                    idx_out[r * k + slot] = j;
-                    dist_out[r * k + slot] = (2.0 - 2.0 * sim).max(0.0).sqrt();
+            }
+            if a != b {
+                let mut theirs = lists[b].lock().unwrap();
+                for (c, list) in theirs.iter_mut().enumerate() {
+                    for r in 0..rows.len() {
+                        list.offer(sims[r * cols.len() + c], (rows.start + r) as u32);
+                    }
                 }
             }
-            let finished =
-                done.fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed) + rows as u64;
+            let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
             progress.event(ProgressEvent::Advanced {
                 stage: Stage::Neighbours,
-                done: finished,
+                done: finished * n as u64 / total_pairs,
             });
             Ok(())
         })?;
+
+    let mut indices = vec![u32::MAX; n * k];
+    let mut distances = vec![f32::INFINITY; n * k];
+    for (b, lists) in lists.into_iter().enumerate() {
+        for (r, list) in lists.into_inner().unwrap().iter().enumerate() {
+            let i = b * BLOCK + r;
+            for (slot, &(sim, j)) in list.sorted().iter().enumerate() {
+                indices[i * k + slot] = j;
+                distances[i * k + slot] = (2.0 - 2.0 * sim).max(0.0).sqrt();
+            }
+        }
+    }
     Ok(KnnGraph {
         n,
         k,
@@ -99,10 +131,6 @@ impl TopK {
             k,
             items: Vec::with_capacity(k + 1),
         }
-    }
-
-    fn clear(&mut self) {
-        self.items.clear();
     }
 
     fn better(a: (f32, u32), b: (f32, u32)) -> bool {

@@ -88,8 +88,17 @@ fn top_components(e: &Embeddings, mean: &[f32], seed: u64) -> Vec<Vec<f32>> {
         ITERATIONS
     };
     for _ in 0..iterations {
-        basis = apply(&basis);
-        orthonormalise(&mut basis);
+        let mut next = apply(&basis);
+        orthonormalise(&mut next);
+        let change = next
+            .iter()
+            .zip(&basis)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f64, f64::max);
+        basis = next;
+        if change < 1e-7 {
+            break;
+        }
     }
     // Order by Rayleigh quotient (variance along the direction).
     let images = apply(&basis);
@@ -120,6 +129,9 @@ fn top_components(e: &Embeddings, mean: &[f32], seed: u64) -> Vec<Vec<f32>> {
     out
 }
 
+/// Row ranges the covariance product is split into.
+const COVARIANCE_PARTS: usize = 4;
+
 /// Largest width for which the D×D covariance is formed explicitly.
 const COVARIANCE_MAX_DIM: usize = 2048;
 
@@ -131,26 +143,42 @@ fn covariance_matrix(e: &Embeddings, mean: &[f32]) -> Vec<f32> {
         .chunks_exact(dim)
         .flat_map(|row| row.iter().zip(mean).map(|(x, m)| x - m))
         .collect();
+    // Four fixed row ranges in parallel, summed in order: deterministic on any
+    // number of threads.
+    let parts: Vec<Vec<f32>> = (0..COVARIANCE_PARTS)
+        .into_par_iter()
+        .map(|part| {
+            let rows = part * n / COVARIANCE_PARTS..(part + 1) * n / COVARIANCE_PARTS;
+            let block = &centred[rows.start * dim..rows.end * dim];
+            let mut c = vec![0.0f32; dim * dim];
+            // SAFETY: `block` is a (rows × dim) matrix; the pointers and strides
+            // describe its transpose, itself and the dim × dim output.
+            unsafe {
+                matrixmultiply::sgemm(
+                    dim,
+                    rows.len(),
+                    dim,
+                    1.0 / n as f32,
+                    block.as_ptr(),
+                    1,
+                    dim as isize,
+                    block.as_ptr(),
+                    dim as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    dim as isize,
+                    1,
+                );
+            }
+            c
+        })
+        .collect();
     let mut c = vec![0.0f32; dim * dim];
-    // SAFETY: the pointers cover `dim×n`, `n×dim` and `dim×dim` matrices with
-    // the strides given.
-    unsafe {
-        matrixmultiply::sgemm(
-            dim,
-            n,
-            dim,
-            1.0 / n as f32,
-            centred.as_ptr(),
-            1,
-            dim as isize,
-            centred.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            dim as isize,
-            1,
-        );
+    for part in parts {
+        for (total, x) in c.iter_mut().zip(part) {
+            *total += x;
+        }
     }
     c
 }

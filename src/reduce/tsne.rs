@@ -384,11 +384,8 @@ impl Octree {
         self.order[start..end].copy_from_slice(scratch);
 
         let first_child = self.nodes.len();
-        let mut children = 0;
-        for o in 0..8 {
-            if counts[o] == 0 {
-                continue;
-            }
+        let children = counts.iter().filter(|&&c| c > 0).count() as u32;
+        for _ in 0..children {
             self.nodes.push(Node {
                 centre_of_mass: [0.0; 3],
                 count: 0,
@@ -397,7 +394,6 @@ impl Octree {
                 len: 0,
                 leaf: true,
             });
-            children += 1;
         }
         let node_ref = &mut self.nodes[node];
         node_ref.leaf = false;
@@ -408,12 +404,8 @@ impl Octree {
             if counts[o] == 0 {
                 continue;
             }
-            let mut c = corner;
-            for d in 0..3 {
-                if o >> d & 1 == 1 {
-                    c[d] += half;
-                }
-            }
+            let c: Point3 =
+                std::array::from_fn(|d| corner[d] + if o >> d & 1 == 1 { half } else { 0.0 });
             self.split(
                 child,
                 y,

@@ -19,6 +19,9 @@ use rayon::prelude::*;
 use crate::reduce::Point3;
 use crate::rng::Rng;
 
+/// Negative samples computed side by side (the SSE2 width: every x86-64 CPU).
+const LANES: usize = 4;
+
 /// Points per block, at most; the block count depends only on n.
 const BLOCK_POINTS: usize = 256;
 
@@ -153,24 +156,29 @@ impl Block {
             let n_negative = ((now - self.epoch_of_next_negative_sample[e])
                 / self.epochs_per_negative_sample[e]) as usize;
             // The negative samples of one edge are computed from the same
-            // position and applied together: umap-learn applies them one by one,
-            // but independent samples let the CPU overlap their arithmetic
-            // (measured ~3x faster here, same layout quality).
+            // position and applied together (umap-learn applies them one by
+            // one), in lanes of fixed width so the arithmetic vectorises.
             let mut push = [0.0f32; 3];
-            for _ in 0..n_negative {
-                let m = rng.below(n);
-                if m == j {
-                    continue;
+            let mut remaining = n_negative;
+            while remaining > 0 {
+                let count = remaining.min(LANES);
+                remaining -= count;
+                let (mut dx, mut dy, mut dz) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+                for l in 0..count {
+                    let m = rng.below(n);
+                    if m != j {
+                        let other = read(own, m);
+                        dx[l] = current[0] - other[0];
+                        dy[l] = current[1] - other[1];
+                        dz[l] = current[2] - other[2];
+                    }
                 }
-                let diff = sub(current, read(own, m));
-                let d2 = norm2(diff);
-                if d2 <= 0.0 {
-                    continue;
-                }
-                let d2b = fast_pow(d2, p.b);
-                let repel = 2.0 * p.gamma * p.b / ((0.001 + d2) * (p.a * d2b + 1.0));
-                for d in 0..3 {
-                    push[d] += clip(repel * diff[d]) * alpha;
+                // Unused lanes and the point itself have zero difference, so no push.
+                let repel = repulsion_lanes(&dx, &dy, &dz, p);
+                for l in 0..LANES {
+                    push[0] += clip(repel[l] * dx[l]) * alpha;
+                    push[1] += clip(repel[l] * dy[l]) * alpha;
+                    push[2] += clip(repel[l] * dz[l]) * alpha;
                 }
             }
             for d in 0..3 {
@@ -183,14 +191,134 @@ impl Block {
     }
 }
 
+/// UMAP's repulsion coefficient `2γb / ((0.001 + d²)(a·d^2b + 1))` for four
+/// differences at once; 0 where the difference is zero.
+#[inline(always)]
+fn repulsion_lanes(
+    dx: &[f32; LANES],
+    dy: &[f32; LANES],
+    dz: &[f32; LANES],
+    p: &SgdParams,
+) -> [f32; LANES] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of the x86-64 baseline; all loads and stores are
+        // unaligned ones of exactly four floats.
+        unsafe { repulsion_sse2(dx, dy, dz, p) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::array::from_fn(|l| {
+            let d2 = dx[l] * dx[l] + dy[l] * dy[l] + dz[l] * dz[l];
+            if d2 > 0.0 {
+                2.0 * p.gamma * p.b / ((0.001 + d2) * (p.a * fast_pow(d2, p.b) + 1.0))
+            } else {
+                0.0
+            }
+        })
+    }
+}
+
+/// [`repulsion_lanes`] with SSE2: the same polynomials as [`fast_pow`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn repulsion_sse2(
+    dx: &[f32; LANES],
+    dy: &[f32; LANES],
+    dz: &[f32; LANES],
+    p: &SgdParams,
+) -> [f32; LANES] {
+    use std::arch::x86_64::*;
+    unsafe {
+        let (x, y, z) = (
+            _mm_loadu_ps(dx.as_ptr()),
+            _mm_loadu_ps(dy.as_ptr()),
+            _mm_loadu_ps(dz.as_ptr()),
+        );
+        let d2 = _mm_add_ps(
+            _mm_add_ps(_mm_mul_ps(x, x), _mm_mul_ps(y, y)),
+            _mm_mul_ps(z, z),
+        );
+        let positive = _mm_cmpgt_ps(d2, _mm_setzero_ps());
+        let safe = _mm_max_ps(d2, _mm_set1_ps(f32::MIN_POSITIVE));
+        // log2: exponent + polynomial of the mantissa.
+        let bits = _mm_castps_si128(safe);
+        let exponent = _mm_sub_epi32(
+            _mm_and_si128(_mm_srli_epi32(bits, 23), _mm_set1_epi32(0xff)),
+            _mm_set1_epi32(127),
+        );
+        let mantissa = _mm_castsi128_ps(_mm_or_si128(
+            _mm_and_si128(bits, _mm_set1_epi32(0x007f_ffff)),
+            _mm_set1_epi32(0x3f80_0000),
+        ));
+        let t = _mm_sub_ps(mantissa, _mm_set1_ps(1.0));
+        let mut poly = _mm_set1_ps(LOG2_POLY[6]);
+        for c in LOG2_POLY[..6].iter().rev() {
+            poly = _mm_add_ps(_mm_mul_ps(poly, t), _mm_set1_ps(*c));
+        }
+        let log2 = _mm_add_ps(_mm_cvtepi32_ps(exponent), poly);
+        // exp2 of b·log2, clamped to the normal range.
+        let e = _mm_min_ps(
+            _mm_max_ps(_mm_mul_ps(_mm_set1_ps(p.b), log2), _mm_set1_ps(-126.0)),
+            _mm_set1_ps(126.0),
+        );
+        let truncated = _mm_cvttps_epi32(e);
+        let above = _mm_cmpgt_ps(_mm_cvtepi32_ps(truncated), e);
+        let floor = _mm_add_epi32(truncated, _mm_castps_si128(above));
+        let f = _mm_mul_ps(
+            _mm_sub_ps(e, _mm_cvtepi32_ps(floor)),
+            _mm_set1_ps(std::f32::consts::LN_2),
+        );
+        let mut expo = _mm_set1_ps(EXP_POLY[7]);
+        for c in EXP_POLY[..7].iter().rev() {
+            expo = _mm_add_ps(_mm_mul_ps(expo, f), _mm_set1_ps(*c));
+        }
+        let scale = _mm_castsi128_ps(_mm_slli_epi32(
+            _mm_add_epi32(floor, _mm_set1_epi32(127)),
+            23,
+        ));
+        let d2b = _mm_mul_ps(expo, scale);
+        let denominator = _mm_mul_ps(
+            _mm_add_ps(_mm_set1_ps(0.001), d2),
+            _mm_add_ps(_mm_mul_ps(_mm_set1_ps(p.a), d2b), _mm_set1_ps(1.0)),
+        );
+        let repel = _mm_div_ps(_mm_set1_ps(2.0 * p.gamma * p.b), denominator);
+        let mut out = [0.0f32; LANES];
+        _mm_storeu_ps(out.as_mut_ptr(), _mm_and_ps(repel, positive));
+        out
+    }
+}
+
+/// log2(1 + t) for t in [0, 1): degree-6 least squares, max error 2.2e-6.
+const LOG2_POLY: [f32; 7] = [
+    2.123_740_9e-6,
+    1.442_475_3,
+    -0.717_557_9,
+    0.455_527_1,
+    -0.274_623_26,
+    0.119_298_24,
+    -0.025_123_203,
+];
+/// e^f for f in [0, ln 2): Taylor series to the 7th power.
+const EXP_POLY: [f32; 8] = [
+    1.0,
+    1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+];
+
 /// `x^p` for `x > 0` as `2^(p·log2 x)` with short polynomials: relative error
 /// below 2e-5, several times faster than `powf`; SGD noise is far larger.
-#[inline]
+#[inline(always)]
 fn fast_pow(x: f32, p: f32) -> f32 {
     fast_exp2((p * fast_log2(x)).clamp(-126.0, 126.0))
 }
 
-#[inline]
+#[inline(always)]
 fn fast_log2(x: f32) -> f32 {
     let bits = x.to_bits();
     let exponent = ((bits >> 23) & 0xff) as i32 - 127;
@@ -205,18 +333,19 @@ fn fast_log2(x: f32) -> f32 {
     exponent as f32 + poly
 }
 
-#[inline]
+#[inline(always)]
 fn fast_exp2(y: f32) -> f32 {
-    let floor = y.floor();
-    let f = (y - floor) * std::f32::consts::LN_2;
-    // e^f for f in [0, ln 2), Taylor to the 7th power.
-    let poly = 1.0
-        + f * (1.0
-            + f * (1.0 / 2.0
-                + f * (1.0 / 6.0
-                    + f * (1.0 / 24.0
-                        + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((floor as i32 + 127) as u32) << 23);
+    // floor() without a libm call (baseline x86-64 has no rounding instruction);
+    // y is clamped to ±126, so the integer conversion cannot overflow.
+    let truncated = y as i32;
+    let floor = if (truncated as f32) > y {
+        truncated - 1
+    } else {
+        truncated
+    };
+    let f = (y - floor as f32) * std::f32::consts::LN_2;
+    let poly = EXP_POLY.iter().rev().fold(0.0, |acc, c| acc * f + c);
+    let scale = f32::from_bits(((floor + 127) as u32) << 23);
     poly * scale
 }
 
@@ -238,6 +367,33 @@ fn clip(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simd_repulsion_matches_the_scalar_formula() {
+        let p = SgdParams {
+            a: 1.577,
+            b: 0.895,
+            gamma: 1.0,
+            initial_alpha: 1.0,
+            negative_sample_rate: 5,
+            n_epochs: 10,
+        };
+        let dx = [0.0, 1e-4, 0.7, -30.0];
+        let dy = [0.0, 0.0, -0.2, 12.0];
+        let dz = [0.0, 2e-4, 1.5, 0.5];
+        let got = repulsion_lanes(&dx, &dy, &dz, &p);
+        assert_eq!(got[0], 0.0, "zero difference, no push");
+        for l in 1..LANES {
+            let d2 = (dx[l] * dx[l] + dy[l] * dy[l] + dz[l] * dz[l]) as f64;
+            let exact =
+                2.0 * p.b as f64 / ((0.001 + d2) * (p.a as f64 * d2.powf(p.b as f64) + 1.0));
+            assert!(
+                ((got[l] as f64 - exact) / exact).abs() < 1e-4,
+                "lane {l}: {} vs {exact}",
+                got[l]
+            );
+        }
+    }
 
     #[test]
     fn fast_pow_is_accurate() {
