@@ -87,8 +87,9 @@ fn mnist_subset_umap_quality() {
     let accuracy = knn_accuracy(&a.layout.points, &labels, 10);
     let trust = trustworthiness(&a.folder.embeddings, &a.layout.points, 10);
     println!("mnist-2k UMAP: 10-NN accuracy {accuracy:.4}, trustworthiness {trust:.4}");
-    // Measured 0.906 / 0.978 (2,000 digits hold less structure than 10,000:
-    // umap-learn scores about the same here); the 10k test below holds 0.93 / 0.96.
+    // Measured 0.905 / 0.981. 2,000 digits hold less structure than 10,000:
+    // umap-learn scores 0.904 / 0.979 on the same vectors. The 10k test below
+    // holds the 0.93 / 0.96 bar.
     assert!(accuracy >= 0.88, "10-NN accuracy {accuracy}");
     assert!(trust >= 0.96, "trustworthiness {trust}");
 }
@@ -297,6 +298,11 @@ fn hostile_folder_yields_every_good_image_and_a_reason_for_every_bad_one() {
         skipped["huge_header.png"]
     );
     assert!(skipped["empty.jpg"].contains("empty"));
+    assert!(
+        skipped["truncated.jpg"].contains("truncated"),
+        "{}",
+        skipped["truncated.jpg"]
+    );
     assert!(skipped["not_really.jpg"].contains("not an image"));
     assert!(!read.contains_key(".hidden.png"));
     assert_eq!(

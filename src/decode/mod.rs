@@ -90,6 +90,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
     let Some(format) = reader.format() else {
         return Err("not an image: the content matches no supported image format".to_owned());
     };
+    // The JPEG decoder fills a cut-off file with grey instead of failing: an
+    // image without its end marker is truncated, and is refused as such.
+    if format == image::ImageFormat::Jpeg && !has_jpeg_end_marker(bytes) {
+        return Err("truncated JPEG file (no end-of-image marker)".to_owned());
+    }
     let mut reader = reader;
     let mut image_limits = Limits::default();
     image_limits.max_image_width = Some(limits.max_side);
@@ -130,6 +135,13 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
         image.apply_orientation(orientation);
     }
     Ok(image)
+}
+
+/// JPEG files end with FF D9; some cameras append data after it, so the last
+/// 64 KiB are searched.
+fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64 << 10)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// Width and height from the header, parsed without limits: decoders read only

@@ -15,12 +15,14 @@ use crate::Embeddings;
 use crate::progress::{CancelToken, ProgressSink};
 
 /// Above this many images the approximate index is used (when `Auto`).
-pub const EXACT_LIMIT: usize = 20_000;
+/// Measured on MNIST-10k (784-D, 2 cores): exact 0.8 s, HNSW 6.9 s at recall
+/// 0.993; exact grows as n², HNSW as n log n, so they cross near 100,000.
+pub const EXACT_LIMIT: usize = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KnnMethod {
-    /// Exact for up to 20,000 images, approximate (HNSW) beyond.
+    /// Exact for up to 100,000 images, approximate (HNSW) beyond.
     Auto,
     Exact,
     Approximate,
@@ -177,6 +179,50 @@ pub(crate) mod tests {
                     assert_eq!(g.neighbours(i).count(), n - 1);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn approximate_recall_is_high_for_wide_clustered_rows() {
+        // Wide rows take the random-projection path; clustered like real embeddings.
+        let (n, dim) = (2000, 300);
+        let centres = random_unit_rows(20, dim, 7);
+        let noise = random_unit_rows(n, dim, 8);
+        let mut data = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let mut row: Vec<f32> = centres
+                .row(i % 20)
+                .iter()
+                .zip(noise.row(i))
+                .map(|(c, e)| c + 0.6 * e)
+                .collect();
+            crate::l2_normalize(&mut row);
+            data.extend(row);
+        }
+        let e = Embeddings::new(n, dim, data);
+        let exact = build(
+            &e,
+            15,
+            KnnMethod::Exact,
+            0,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let approx = build(
+            &e,
+            15,
+            KnnMethod::Approximate,
+            0,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let r = recall(&exact, &approx);
+        assert!(r > 0.9, "recall {r}");
+        // Distances are exact full-width ones, whatever the index used.
+        for (j, d) in approx.neighbours(0) {
+            assert!((KnnGraph::cosine_of_distance(d) - e.cosine(0, j)).abs() < 1e-4);
         }
     }
 

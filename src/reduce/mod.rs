@@ -96,11 +96,7 @@ pub fn reduce(
             tsne::MIN_POINTS
         ))),
         ReducerKind::Umap => {
-            let t = std::time::Instant::now();
             let init = pca::project(embeddings, seed)?;
-            if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
-                eprintln!("pca init {:.2}s", t.elapsed().as_secs_f64());
-            }
             let points = umap::umap(embeddings, knn, &init, &params.umap, seed, progress, cancel)?;
             Ok(Layout {
                 points,

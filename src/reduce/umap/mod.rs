@@ -106,11 +106,7 @@ pub fn umap(
     let data = ArrayView2::from_shape((n, embeddings.dim), &embeddings.data)?;
     let indices = ArrayView2::from_shape((n, n_neighbors), &knn_indices)?;
     let dists = ArrayView2::from_shape((n, n_neighbors), &knn_dists)?;
-    let t = std::time::Instant::now();
     let manifold = Umap::new(config).learn_manifold(data, indices, dists);
-    if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
-        eprintln!("umap: graph {:.2}s", t.elapsed().as_secs_f64());
-    }
     cancel.check()?;
     let (a, b) = manifold.curve_params();
 
@@ -159,13 +155,6 @@ pub fn umap(
         stage: Stage::Layout,
         done: n_epochs as u64,
     });
-    if std::env::var_os("EMBEDSCOPE_PROFILE").is_some() {
-        eprintln!(
-            "umap: graph + sgd {:.2}s, {} edges",
-            t.elapsed().as_secs_f64(),
-            edges.len()
-        );
-    }
     Ok(embedding)
 }
 
