@@ -8,10 +8,10 @@
 use rayon::prelude::*;
 
 use crate::Embeddings;
-use crate::reduce::Point3;
+use crate::reduce::{Point3, norm2, sub};
 
 fn dist2(a: &Point3, b: &Point3) -> f32 {
-    (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)
+    norm2(sub(*a, *b))
 }
 
 /// The `k` nearest other points of `i` in the layout, nearest first.

@@ -16,6 +16,16 @@ use crate::progress::{CancelToken, ProgressSink};
 
 pub type Point3 = [f32; 3];
 
+#[inline]
+pub(crate) fn sub(a: Point3, b: Point3) -> Point3 {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+#[inline]
+pub(crate) fn norm2(v: Point3) -> f32 {
+    v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ReducerKind {

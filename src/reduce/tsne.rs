@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::Point3;
+use super::{Point3, norm2, sub};
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 
@@ -468,16 +468,6 @@ impl Octree {
         }
         (force, z)
     }
-}
-
-#[inline]
-fn sub(a: Point3, b: Point3) -> Point3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-#[inline]
-fn norm2(v: Point3) -> f32 {
-    v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
 }
 
 #[cfg(test)]

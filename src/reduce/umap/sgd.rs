@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::reduce::Point3;
+use crate::reduce::{Point3, norm2, sub};
 use crate::rng::Rng;
 
 /// Negative samples computed side by side (the SSE2 width: every x86-64 CPU).
@@ -347,16 +347,6 @@ fn fast_exp2(y: f32) -> f32 {
     let poly = EXP_POLY.iter().rev().fold(0.0, |acc, c| acc * f + c);
     let scale = f32::from_bits(((floor + 127) as u32) << 23);
     poly * scale
-}
-
-#[inline]
-fn sub(a: Point3, b: Point3) -> Point3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-#[inline]
-fn norm2(v: Point3) -> f32 {
-    v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
 }
 
 #[inline]
