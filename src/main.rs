@@ -270,19 +270,16 @@ impl Bars {
         let multi = self.multi.as_ref()?;
         let mut bars = self.bars.lock().unwrap();
         if let Some((_, bar)) = bars.iter().find(|(s, _)| *s == stage) {
+            // A stage can learn its size late (the layout knows its epochs only
+            // once the method starts): the spinner becomes a bar.
             if let Some(total) = total {
                 bar.set_length(total);
+                bar.set_style(Self::bar_style());
             }
             return Some(bar.clone());
         }
         let bar = match total {
-            Some(total) => multi.add(ProgressBar::new(total)).with_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
-                )
-                .unwrap()
-                .progress_chars("=> "),
-            ),
+            Some(total) => multi.add(ProgressBar::new(total)).with_style(Self::bar_style()),
             None => multi.add(ProgressBar::new_spinner()).with_style(
                 ProgressStyle::with_template("{prefix:>12} {spinner} {pos} {elapsed_precise}")
                     .unwrap(),
@@ -292,6 +289,14 @@ impl Bars {
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bars.push((stage, bar.clone()));
         Some(bar)
+    }
+
+    fn bar_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> ")
     }
 }
 

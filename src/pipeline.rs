@@ -234,7 +234,7 @@ pub fn embed_folder(
         stage: Stage::Embed,
         seconds,
         summary: format!(
-            "{} images embedded ({} from cache), {} skipped",
+            "{} images ready ({} from the cache), {} skipped",
             images.len(),
             stats.hits,
             skipped.len()
