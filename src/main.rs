@@ -279,7 +279,9 @@ impl Bars {
             return Some(bar.clone());
         }
         let bar = match total {
-            Some(total) => multi.add(ProgressBar::new(total)).with_style(Self::bar_style()),
+            Some(total) => multi
+                .add(ProgressBar::new(total))
+                .with_style(Self::bar_style()),
             None => multi.add(ProgressBar::new_spinner()).with_style(
                 ProgressStyle::with_template("{prefix:>12} {spinner} {pos} {elapsed_precise}")
                     .unwrap(),

@@ -4,6 +4,7 @@
 //! [`Embedder::preprocess`] runs on CPU worker threads, one image at a time, and
 //! [`Embedder::embed_batch`] turns a batch of preprocessed inputs into vectors.
 
+pub mod clip;
 pub mod pixels;
 
 use image::DynamicImage;
