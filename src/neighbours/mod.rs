@@ -182,6 +182,11 @@ pub(crate) mod tests {
         }
     }
 
+    fn exact_and_approximate(e: &Embeddings) -> (KnnGraph, KnnGraph) {
+        let run = |method| build(e, 15, method, 0, &NoProgress, &CancelToken::new()).unwrap();
+        (run(KnnMethod::Exact), run(KnnMethod::Approximate))
+    }
+
     #[test]
     fn approximate_recall_is_high_for_wide_clustered_rows() {
         // Wide rows take the random-projection path; clustered like real embeddings.
@@ -200,24 +205,7 @@ pub(crate) mod tests {
             data.extend(row);
         }
         let e = Embeddings::new(n, dim, data);
-        let exact = build(
-            &e,
-            15,
-            KnnMethod::Exact,
-            0,
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
-        let approx = build(
-            &e,
-            15,
-            KnnMethod::Approximate,
-            0,
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
+        let (exact, approx) = exact_and_approximate(&e);
         let r = recall(&exact, &approx);
         assert!(r > 0.9, "recall {r}");
         // Distances are exact full-width ones, whatever the index used.
@@ -229,24 +217,7 @@ pub(crate) mod tests {
     #[test]
     fn approximate_recall_is_high() {
         let e = random_unit_rows(3000, 16, 5);
-        let exact = build(
-            &e,
-            15,
-            KnnMethod::Exact,
-            0,
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
-        let approx = build(
-            &e,
-            15,
-            KnnMethod::Approximate,
-            0,
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
+        let (exact, approx) = exact_and_approximate(&e);
         let r = recall(&exact, &approx);
         assert!(r > 0.95, "recall {r}");
     }

@@ -26,6 +26,24 @@ pub(crate) fn norm2(v: Point3) -> f32 {
     v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
 }
 
+/// Called once per optimisation epoch: every `every` epochs, reports progress
+/// and stops if the user cancelled.
+pub(crate) fn epoch_checkpoint(
+    epoch: usize,
+    every: usize,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<(), crate::progress::Cancelled> {
+    if epoch.is_multiple_of(every) {
+        cancel.check()?;
+        progress.event(crate::progress::ProgressEvent::Advanced {
+            stage: crate::progress::Stage::Layout,
+            done: epoch as u64,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ReducerKind {

@@ -85,13 +85,7 @@ pub fn tsne(
         total: Some(epochs as u64),
     });
     for epoch in 0..epochs {
-        if epoch % 10 == 0 {
-            cancel.check()?;
-            progress.event(ProgressEvent::Advanced {
-                stage: Stage::Layout,
-                done: epoch as u64,
-            });
-        }
+        super::epoch_checkpoint(epoch, 10, progress, cancel)?;
         let (exaggeration, momentum) = if epoch < EXAGGERATION_ITERATIONS {
             (EARLY_EXAGGERATION, 0.5)
         } else {

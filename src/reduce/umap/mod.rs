@@ -142,13 +142,7 @@ pub fn umap(
         total: Some(n_epochs as u64),
     });
     for epoch in 0..n_epochs {
-        if epoch % 5 == 0 {
-            cancel.check()?;
-            progress.event(ProgressEvent::Advanced {
-                stage: Stage::Layout,
-                done: epoch as u64,
-            });
-        }
+        super::epoch_checkpoint(epoch, 5, progress, cancel)?;
         optimiser.epoch(&mut embedding, epoch, seed);
     }
     progress.event(ProgressEvent::Advanced {
