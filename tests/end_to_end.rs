@@ -600,3 +600,52 @@ fn a_corrupt_cache_is_moved_aside_and_the_run_succeeds() {
         a.folder.warnings
     );
 }
+
+#[test]
+fn every_stage_reports_start_and_finish_in_order() {
+    use embedscope::progress::{ProgressEvent, Stage};
+    use std::sync::Mutex;
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(5, data.path());
+    let cache = tempfile::tempdir().unwrap();
+    let events = Mutex::new(Vec::new());
+    let sink = |e: ProgressEvent| events.lock().unwrap().push(e);
+    let a = analyze(
+        data.path(),
+        &options(ReducerKind::Umap, cache.path()),
+        &sink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let events = events.into_inner().unwrap();
+    let finished: Vec<Stage> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::Finished { stage, .. } => Some(*stage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finished,
+        Stage::ALL.to_vec(),
+        "each stage finishes once, in pipeline order"
+    );
+    for stage in Stage::ALL {
+        let started = events
+            .iter()
+            .position(|e| matches!(e, ProgressEvent::Started { stage: s, .. } if *s == stage))
+            .unwrap_or_else(|| panic!("{stage:?} never started"));
+        let ended = events
+            .iter()
+            .position(|e| matches!(e, ProgressEvent::Finished { stage: s, .. } if *s == stage))
+            .unwrap();
+        assert!(started < ended, "{stage:?}");
+        assert!(a.timings.contains_key(stage.key()));
+    }
+    // The layout reports its epochs, so a progress bar can move.
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ProgressEvent::Advanced { stage: Stage::Layout, done } if *done > 0)
+        )
+    );
+}
