@@ -203,6 +203,7 @@ pub fn embed_folder(
         let outcome = embed_batch(
             batch,
             embedder.as_ref(),
+            &embedder_id,
             cache.as_mut(),
             options.limits,
             &mut stats,
@@ -418,6 +419,7 @@ type BatchResult = Result<(ImageRecord, Vec<f32>), String>;
 fn embed_batch(
     batch: &[scan::ScannedFile],
     embedder: &dyn Embedder,
+    embedder_id: &str,
     cache: Option<&mut EmbeddingCache>,
     limits: DecodeLimits,
     stats: &mut CacheStats,
@@ -435,7 +437,7 @@ fn embed_batch(
         .filter_map(|r| r.as_ref().ok().map(|(_, h)| *h))
         .collect();
     let cached = match &cache {
-        Some(cache) => cache.get_many(&embedder.id(), embedder.dim(), &hashes)?,
+        Some(cache) => cache.get_many(embedder_id, embedder.dim(), &hashes)?,
         None => Default::default(),
     };
 
@@ -498,7 +500,7 @@ fn embed_batch(
             .iter()
             .map(|(h, w, hh, v)| (*h, *w, *hh, v.as_slice()))
             .collect();
-        cache.put_many(&embedder.id(), &items)?;
+        cache.put_many(embedder_id, &items)?;
     }
     Ok(results)
 }

@@ -174,7 +174,8 @@ impl EmbeddingCache {
     }
 
     /// Number of vectors stored for `embedder`.
-    pub fn count(&self, embedder: &str) -> anyhow::Result<u64> {
+    #[cfg(test)]
+    fn count(&self, embedder: &str) -> anyhow::Result<u64> {
         let count: i64 = self.conn.query_row(
             "SELECT count(*) FROM embeddings WHERE embedder = ?1",
             [embedder],

@@ -54,24 +54,6 @@ impl KnnGraph {
     pub fn cosine_of_distance(d: f32) -> f32 {
         1.0 - d * d / 2.0
     }
-
-    /// The same graph cut to its `k` nearest neighbours per row.
-    pub fn truncated(&self, k: usize) -> KnnGraph {
-        let k = k.min(self.k);
-        let mut indices = Vec::with_capacity(self.n * k);
-        let mut distances = Vec::with_capacity(self.n * k);
-        for i in 0..self.n {
-            indices.extend_from_slice(&self.indices[i * self.k..i * self.k + k]);
-            distances.extend_from_slice(&self.distances[i * self.k..i * self.k + k]);
-        }
-        KnnGraph {
-            n: self.n,
-            k,
-            indices,
-            distances,
-            method: self.method,
-        }
-    }
 }
 
 /// Builds the graph with `k` neighbours per point (fewer if there are fewer
