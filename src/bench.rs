@@ -192,3 +192,67 @@ fn save_layout(dir: &Path, method: ReducerKind, points: &[[f32; 3]]) -> anyhow::
         write_npy_f32(w, points.len(), 3, &flat)
     })
 }
+
+#[derive(clap::Args, Debug)]
+pub struct ClipBenchArgs {
+    /// A CLIP model folder (`benches/clip_reference.py make DIR` writes a
+    /// full-size ViT-B/32 with random weights).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub batch: Vec<usize>,
+    #[arg(long, value_enum, default_value_t = crate::embed::DeviceChoice::Cpu)]
+    pub device: crate::embed::DeviceChoice,
+    /// Time each batch size for at least this long (after one warm-up pass).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+/// `embedscope bench-clip`: images/s of the CLIP image tower alone, on random
+/// pixels, one JSON line per batch size (the same format as
+/// `benches/clip_reference.py`).
+pub fn run_clip(args: &ClipBenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+    use crate::embed::clip::{ComputeDevice, ModelDir, image_features};
+    let dir = ModelDir::open(&args.model)?;
+    let device = ComputeDevice::select(args.device)?;
+    let started = Instant::now();
+    let model = dir.load_vision(&device.device)?;
+    eprintln!(
+        "loaded {} in {:.2}s on {}",
+        args.model.display(),
+        started.elapsed().as_secs_f64(),
+        device.description
+    );
+    let size = dir.preprocess.crop_size as usize;
+    let mut rng = crate::rng::Rng::new(7);
+    for &batch in &args.batch {
+        anyhow::ensure!(batch >= 1, "batch sizes must be at least 1");
+        let inputs: Vec<Vec<f32>> = (0..batch)
+            .map(|_| (0..3 * size * size).map(|_| rng.normal_f32()).collect())
+            .collect();
+        image_features(&model, &device.device, size, &inputs); // warm-up
+        let (mut runs, mut images) = (0, 0);
+        let start = Instant::now();
+        while runs < 2 || start.elapsed().as_secs_f64() < args.seconds {
+            cancel.check()?;
+            let out = image_features(&model, &device.device, size, &inputs);
+            anyhow::ensure!(out.len() == batch, "the model returned {} rows", out.len());
+            runs += 1;
+            images += batch;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            json!({
+                "tool": format!("embedscope (Burn 0.22, {})", device.description),
+                "batch": batch,
+                "threads": rayon::current_num_threads(),
+                "images": images,
+                "seconds": (seconds * 1000.0).round() / 1000.0,
+                "images_per_s": ((images as f64 / seconds) * 100.0).round() / 100.0,
+            })
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -19,6 +19,7 @@ pub mod quality;
 pub mod reduce;
 pub mod rng;
 pub mod scan;
+pub mod search;
 
 pub use pipeline::{Analysis, AnalyzeOptions, analyze};
 pub use progress::{CancelToken, Cancelled, ProgressEvent, ProgressSink, Stage};

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use embedscope::analyze::ClusterParams;
-use embedscope::embed::EmbedderKind;
+use embedscope::embed::{ClipOptions, DeviceChoice, EmbedderKind};
 use embedscope::neighbours::KnnMethod;
 use embedscope::pipeline::{AnalyzeOptions, CacheMode};
 use embedscope::progress::{CancelToken, ProgressEvent, ProgressSink, Stage, is_cancelled};
@@ -32,15 +32,83 @@ enum Command {
     Analyze(AnalyzeArgs),
     /// Time and score UMAP, t-SNE and PCA on a labelled folder (labels = sub-folder names).
     Bench(bench::BenchArgs),
+    /// Images/s of the CLIP image tower (see benches/run_clip.sh).
+    BenchClip(bench::ClipBenchArgs),
+    /// Rank the images of FOLDER by how well they match a text (CLIP).
+    Search(SearchArgs),
+    /// Manage CLIP weights.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download openai/clip-vit-base-patch32 from the Hugging Face Hub into the
+    /// user's cache (HF_ENDPOINT selects a mirror).
+    Fetch(FetchArgs),
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// Where to put the model folder [default: models/clip-vit-base-patch32 in the user's cache dir].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+/// CLIP's knobs, shared by `analyze` and `search`.
+#[derive(Args, Clone)]
+struct ClipArgs {
+    /// A Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json)
+    /// [default: the one `embedscope model fetch` installs].
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Where CLIP runs: a hardware GPU if there is one (auto), wgpu (gpu), or the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Images per CLIP forward pass [default: 64 on a GPU, 16 on the CPU].
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+}
+
+impl ClipArgs {
+    fn options(&self) -> anyhow::Result<ClipOptions> {
+        if let Some(batch) = self.batch {
+            anyhow::ensure!(batch >= 1, "--batch must be at least 1");
+        }
+        Ok(ClipOptions {
+            model: self.model.clone(),
+            device: self.device,
+            batch: self.batch,
+        })
+    }
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// The dataset folder (read only).
+    folder: PathBuf,
+    /// What to look for, e.g. "a photo of a cat".
+    query: String,
+    /// How many images to list.
+    #[arg(short, default_value_t = 20)]
+    k: usize,
+    #[command(flatten)]
+    clip: ClipArgs,
+    /// Do not draw progress bars.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
 struct AnalyzeArgs {
     /// The dataset folder (read only: nothing is ever written into it).
     folder: PathBuf,
-    /// How images become vectors.
-    #[arg(long, value_enum, default_value_t = EmbedderKind::Pixels)]
-    embedder: EmbedderKind,
+    /// How images become vectors [default: clip when its weights are installed
+    /// or given with --model, else pixels].
+    #[arg(long, value_enum)]
+    embedder: Option<EmbedderKind>,
+    #[command(flatten)]
+    clip: ClipArgs,
     /// How vectors become a 3D layout.
     #[arg(long, value_enum, default_value_t = ReducerKind::Umap)]
     reducer: ReducerKind,
@@ -98,6 +166,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => run_analyze(args, &cancel),
         Command::Bench(args) => bench::run(&args, &cancel),
+        Command::BenchClip(args) => bench::run_clip(&args, &cancel),
+        Command::Search(args) => run_search(args, &cancel),
+        Command::Model(ModelCommand::Fetch(args)) => run_fetch(args, &cancel),
     };
     match result {
         Ok(code) => code,
@@ -122,8 +193,12 @@ fn run_analyze(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCo
     if args.folder.is_dir() {
         output::check_output_dir(&out, &args.folder)?;
     }
+    let clip = args.clip.options()?;
     let mut options = AnalyzeOptions {
-        embedder: args.embedder,
+        embedder: args
+            .embedder
+            .unwrap_or_else(|| EmbedderKind::default_for(&clip)),
+        clip,
         reducer: args.reducer,
         knn: args.knn,
         duplicate_threshold: args.dup_threshold,
@@ -161,6 +236,90 @@ fn run_analyze(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_search(args: SearchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.k >= 1, "-k must be at least 1");
+    let options = AnalyzeOptions {
+        embedder: EmbedderKind::Clip,
+        clip: args.clip.options()?,
+        ..AnalyzeOptions::default()
+    };
+    let bars = Bars::new(args.quiet);
+    let hits = embedscope::search::search_folder(
+        &args.folder,
+        &args.query,
+        args.k,
+        &options,
+        &bars,
+        cancel,
+    )?;
+    bars.clear();
+    if hits.matches.is_empty() {
+        eprintln!("embedscope: no images found in {}", args.folder.display());
+        return Ok(ExitCode::from(2));
+    }
+    for hit in &hits.matches {
+        println!(
+            "{:.4}  {}",
+            hit.score,
+            args.folder.join(&hit.relative).display()
+        );
+    }
+    if hits.query_truncated {
+        eprintln!("note: the query is longer than CLIP's 77 tokens and was cut");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_fetch(args: FetchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+    use embedscope::embed::clip::fetch;
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => fetch::default_model_dir()?,
+    };
+    let source = fetch::ModelSource::default_clip();
+    let endpoint = fetch::hub_endpoint();
+    eprintln!(
+        "downloading {} (revision {}) from {endpoint} into {}",
+        source.repo,
+        &source.revision[..12],
+        dir.display()
+    );
+    let multi = MultiProgress::new();
+    let bars: Mutex<Vec<(String, ProgressBar)>> = Mutex::new(Vec::new());
+    fetch::fetch_model(
+        &source,
+        &endpoint,
+        &dir,
+        &|name, done, total| {
+            let mut bars = bars.lock().unwrap();
+            let bar = match bars.iter().find(|(n, _)| n == name) {
+                Some((_, bar)) => bar.clone(),
+                None => {
+                    let bar = multi.add(ProgressBar::new(total.unwrap_or(0)));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>26} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap()
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(name.to_string());
+                    bars.push((name.to_string(), bar.clone()));
+                    bar
+                }
+            };
+            bar.set_position(done);
+            if Some(done) == total {
+                bar.finish();
+            }
+        },
+        cancel,
+    )?;
+    println!("CLIP weights ready in {}", dir.display());
+    println!("`embedscope analyze FOLDER` now uses CLIP by default.");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn validate(args: &AnalyzeArgs) -> anyhow::Result<()> {
     if let Some(t) = args.dup_threshold {
         anyhow::ensure!(
@@ -182,6 +341,7 @@ fn validate(args: &AnalyzeArgs) -> anyhow::Result<()> {
 
 fn print_summary(analysis: &embedscope::Analysis, out: &std::path::Path) {
     let f = &analysis.folder;
+    println!("embedder         {}", f.embedder_description);
     println!("images read      {}", f.images.len());
     if f.cache.hits > 0 {
         println!(

@@ -14,7 +14,7 @@ use crate::Embeddings;
 use crate::analyze::{self, ClusterParams, Clusters, DuplicateGroup};
 use crate::cache::{self, EmbeddingCache};
 use crate::decode::{self, ContentHash, DecodeLimits};
-use crate::embed::{self, Embedder, EmbedderKind};
+use crate::embed::{self, ClipOptions, Embedder, EmbedderKind};
 use crate::neighbours::{self, KnnGraph, KnnMethod};
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
@@ -47,6 +47,8 @@ pub struct AnalyzeOptions {
     pub limits: DecodeLimits,
     /// Images per decode/embed batch (also the most a kill can lose).
     pub batch_size: usize,
+    /// Model, device and batch size for `--embedder clip`.
+    pub clip: ClipOptions,
 }
 
 impl Default for AnalyzeOptions {
@@ -62,6 +64,7 @@ impl Default for AnalyzeOptions {
             cache: CacheMode::Default,
             limits: DecodeLimits::default(),
             batch_size: 256,
+            clip: ClipOptions::default(),
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct EmbeddedFolder {
     pub images: Vec<ImageRecord>,
     pub embeddings: Embeddings,
     pub embedder_id: String,
+    /// Which model on which device, for people.
+    pub embedder_description: String,
     pub default_duplicate_threshold: f32,
     pub skipped: Vec<Skipped>,
     pub warnings: Vec<String>,
@@ -160,7 +165,7 @@ pub fn embed_folder(
         total: Some(scanned.files.len() as u64),
     });
     let sizes = sample_sizes(&scanned.files, options.limits);
-    let embedder = embed::make_embedder(options.embedder, &sizes)?;
+    let embedder = embed::make_embedder(options.embedder, &sizes, &options.clip)?;
     let embedder_id = embedder.id();
     let mut cache = match &options.cache {
         CacheMode::Off => None,
@@ -194,41 +199,84 @@ pub fn embed_folder(
     let mut images = Vec::with_capacity(scanned.files.len());
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
-    for batch in batches(
-        &scanned.files,
-        options.batch_size,
-        options.limits.max_file_bytes,
-    ) {
-        cancel.check()?;
-        let outcome = embed_batch(
-            batch,
-            embedder.as_ref(),
-            &embedder_id,
-            cache.as_mut(),
-            options.limits,
-            &mut stats,
-        )?;
-        for (file, result) in batch.iter().zip(outcome) {
-            match result {
-                Ok((record, vector)) => {
-                    images.push(ImageRecord {
-                        relative: file.relative.clone(),
-                        ..record
-                    });
-                    data.extend_from_slice(&vector);
+    // Two stages in flight: while the model embeds batch k on its own thread
+    // (on the GPU, or on the CPU backend's threads), this thread reads, decodes
+    // and preprocesses batch k + 1.
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let (to_model, model_inputs) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(1);
+        let (model_outputs, from_model) =
+            std::sync::mpsc::sync_channel::<anyhow::Result<Vec<Vec<f32>>>>(1);
+        let model: &dyn Embedder = embedder.as_ref();
+        scope.spawn(move || {
+            for inputs in model_inputs {
+                // The receiver is gone when the loop below stopped early.
+                if model_outputs.send(model.embed_batch(inputs)).is_err() {
+                    break;
                 }
-                Err(reason) => skipped.push(Skipped {
-                    path: file.relative.clone(),
-                    reason,
-                }),
             }
-        }
-        done += batch.len() as u64;
-        progress.event(ProgressEvent::Advanced {
-            stage: Stage::Embed,
-            done,
         });
-    }
+        let mut in_flight: Option<(&[scan::ScannedFile], PreparedBatch)> = None;
+        let receive = || -> anyhow::Result<Vec<Vec<f32>>> {
+            from_model
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the embedding thread stopped"))?
+        };
+        let mut collect = |files: &[scan::ScannedFile], outcome: Vec<BatchResult>| {
+            for (file, result) in files.iter().zip(outcome) {
+                match result {
+                    Ok((record, vector)) => {
+                        images.push(ImageRecord {
+                            relative: file.relative.clone(),
+                            ..record
+                        });
+                        data.extend_from_slice(&vector);
+                    }
+                    Err(reason) => skipped.push(Skipped {
+                        path: file.relative.clone(),
+                        reason,
+                    }),
+                }
+            }
+            done += files.len() as u64;
+            progress.event(ProgressEvent::Advanced {
+                stage: Stage::Embed,
+                done,
+            });
+        };
+        let all = batches(
+            &scanned.files,
+            options.batch_size,
+            options.limits.max_file_bytes,
+        );
+        for files in all.into_iter().map(Some).chain([None]) {
+            // `None` marks the end: only the batch in flight is left.
+            let next = match files {
+                Some(files) => {
+                    cancel.check()?;
+                    let mut prepared = prepare_batch(
+                        files,
+                        embedder.as_ref(),
+                        &embedder_id,
+                        cache.as_ref(),
+                        options.limits,
+                    )?;
+                    to_model
+                        .send(std::mem::take(&mut prepared.inputs))
+                        .map_err(|_| anyhow::anyhow!("the embedding thread stopped"))?;
+                    Some((files, prepared))
+                }
+                None => None,
+            };
+            if let Some((files, prepared)) = in_flight.take() {
+                let vectors = receive()?;
+                let outcome =
+                    finish_batch(prepared, vectors, &embedder_id, cache.as_mut(), &mut stats)?;
+                collect(files, outcome);
+            }
+            in_flight = next;
+        }
+        Ok(())
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     timings.insert(Stage::Embed.key(), seconds);
     progress.event(ProgressEvent::Finished {
@@ -248,6 +296,7 @@ pub fn embed_folder(
         images,
         embeddings: Embeddings::new(n, embedder.dim(), data),
         embedder_id,
+        embedder_description: embedder.description(),
         default_duplicate_threshold: embedder.default_duplicate_threshold(),
         skipped,
         warnings,
@@ -415,15 +464,29 @@ fn batches(
 
 type BatchResult = Result<(ImageRecord, Vec<f32>), String>;
 
-/// Reads, hashes, looks up, decodes and embeds one batch; one result per file.
-fn embed_batch(
+/// What happened to each file of a batch before the model ran.
+enum Prepared {
+    Failed(String),
+    Cached(ContentHash),
+    Fresh(ContentHash, u32, u32),
+}
+
+/// A batch read, hashed, looked up in the cache, decoded and preprocessed:
+/// `inputs` (one per `Fresh` file, in order) wait for the model.
+struct PreparedBatch {
+    prepared: Vec<Prepared>,
+    cached: std::collections::HashMap<ContentHash, cache::CachedEmbedding>,
+    inputs: Vec<Vec<f32>>,
+}
+
+/// Reads, hashes, looks up, decodes and preprocesses one batch on the CPU threads.
+fn prepare_batch(
     batch: &[scan::ScannedFile],
     embedder: &dyn Embedder,
     embedder_id: &str,
-    cache: Option<&mut EmbeddingCache>,
+    cache: Option<&EmbeddingCache>,
     limits: DecodeLimits,
-    stats: &mut CacheStats,
-) -> anyhow::Result<Vec<BatchResult>> {
+) -> anyhow::Result<PreparedBatch> {
     let read: Vec<Result<(Vec<u8>, ContentHash), String>> = batch
         .par_iter()
         .map(|file| {
@@ -436,17 +499,10 @@ fn embed_batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|(_, h)| *h))
         .collect();
-    let cached = match &cache {
+    let cached = match cache {
         Some(cache) => cache.get_many(embedder_id, embedder.dim(), &hashes)?,
         None => Default::default(),
     };
-
-    // Decode and preprocess what the cache lacks, then embed it as one batch.
-    enum Prepared {
-        Failed(String),
-        Cached(ContentHash),
-        Fresh(ContentHash, u32, u32),
-    }
     let (prepared, inputs): (Vec<Prepared>, Vec<Option<Vec<f32>>>) = read
         .into_par_iter()
         .map(|r| match r {
@@ -461,17 +517,30 @@ fn embed_batch(
             },
         })
         .unzip();
-    let mut vectors = embedder
-        .embed_batch(inputs.into_iter().flatten().collect())?
-        .into_iter();
+    Ok(PreparedBatch {
+        prepared,
+        cached,
+        inputs: inputs.into_iter().flatten().collect(),
+    })
+}
 
-    let mut results = Vec::with_capacity(batch.len());
+/// Pairs a prepared batch with the model's vectors and stores the new ones in
+/// the cache; one result per file.
+fn finish_batch(
+    batch: PreparedBatch,
+    vectors: Vec<Vec<f32>>,
+    embedder_id: &str,
+    cache: Option<&mut EmbeddingCache>,
+    stats: &mut CacheStats,
+) -> anyhow::Result<Vec<BatchResult>> {
+    let mut vectors = vectors.into_iter();
+    let mut results = Vec::with_capacity(batch.prepared.len());
     let mut fresh: Vec<(ContentHash, u32, u32, Vec<f32>)> = Vec::new();
-    for p in prepared {
+    for p in batch.prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
             Prepared::Cached(hash) => {
-                let hit = &cached[&hash];
+                let hit = &batch.cached[&hash];
                 stats.hits += 1;
                 let record = ImageRecord {
                     relative: String::new(),
@@ -482,7 +551,9 @@ fn embed_batch(
                 Ok((record, hit.vector.clone()))
             }
             Prepared::Fresh(hash, width, height) => {
-                let vector = vectors.next().expect("one vector per input");
+                let vector = vectors
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("the embedder returned too few vectors"))?;
                 stats.misses += 1;
                 fresh.push((hash, width, height, vector.clone()));
                 let record = ImageRecord {

@@ -7,8 +7,11 @@
 pub mod clip;
 pub mod pixels;
 
+use std::path::PathBuf;
+
 use image::DynamicImage;
 
+pub use clip::DeviceChoice;
 pub use pixels::PixelEmbedder;
 
 /// Which embedder the user asked for.
@@ -21,6 +24,47 @@ pub enum EmbedderKind {
     Clip,
 }
 
+impl EmbedderKind {
+    /// What to use when the user does not say: CLIP when its weights are
+    /// there (given with `--model` or fetched into the cache), else pixels.
+    pub fn default_for(clip: &ClipOptions) -> Self {
+        if clip.find_model().is_ok() {
+            Self::Clip
+        } else {
+            Self::Pixels
+        }
+    }
+}
+
+/// How to run CLIP (`--model`, `--device`, `--batch`).
+#[derive(Clone, Debug, Default)]
+pub struct ClipOptions {
+    /// A Hugging Face CLIP folder; `None`: the one `embedscope model fetch` installs.
+    pub model: Option<PathBuf>,
+    pub device: DeviceChoice,
+    /// Images per forward pass; `None`: 64 on a GPU, 16 on the CPU.
+    pub batch: Option<usize>,
+}
+
+impl ClipOptions {
+    /// The model folder to use, or an error saying exactly how to get one.
+    pub fn find_model(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.model {
+            return Ok(dir.clone());
+        }
+        let default = clip::fetch::default_model_dir()?;
+        clip::fetch::installed_model(&default).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no CLIP weights found in {}. Run `embedscope model fetch` to download \
+                 openai/clip-vit-base-patch32 (about 600 MB) there, or pass `--model DIR` with a \
+                 Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json). \
+                 `--embedder pixels` works offline without weights.",
+                default.display()
+            )
+        })
+    }
+}
+
 pub trait Embedder: Send + Sync {
     /// Identifies the embedder and every parameter that changes its output; the
     /// cache keys embeddings by (content hash, id).
@@ -28,6 +72,11 @@ pub trait Embedder: Send + Sync {
 
     /// Length of the vectors produced.
     fn dim(&self) -> usize;
+
+    /// For people: which model, on which device.
+    fn description(&self) -> String {
+        self.id()
+    }
 
     /// Default cosine similarity above which two images count as near-duplicates,
     /// measured for this embedder (see README).
@@ -45,12 +94,18 @@ pub trait Embedder: Send + Sync {
 pub fn make_embedder(
     kind: EmbedderKind,
     sample_sizes: &[(u32, u32)],
+    clip_options: &ClipOptions,
 ) -> anyhow::Result<Box<dyn Embedder>> {
     match kind {
         EmbedderKind::Pixels => Ok(Box::new(PixelEmbedder::for_sizes(sample_sizes))),
-        EmbedderKind::Clip => anyhow::bail!(
-            "the CLIP embedder is not available in this version of embedscope yet \
-             (it is being built: CLIP ViT-B/32 on Burn); use `--embedder pixels` for now"
-        ),
+        EmbedderKind::Clip => {
+            let dir = clip::ModelDir::open(&clip_options.find_model()?)?;
+            let device = clip::ComputeDevice::select(clip_options.device)?;
+            Ok(Box::new(clip::ClipEmbedder::load(
+                dir,
+                device,
+                clip_options.batch,
+            )?))
+        }
     }
 }

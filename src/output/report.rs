@@ -77,6 +77,7 @@ pub fn build_report(analysis: &Analysis) -> Value {
         "parameters": {
             "embedder": options.embedder,
             "embedder_id": folder.embedder_id,
+            "embedder_description": folder.embedder_description,
             "embedding_dim": folder.embeddings.dim,
             "embeddings_l2_normalised": true,
             "reducer": analysis.layout.requested,

@@ -34,6 +34,65 @@ impl Default for ClipPreprocessConfig {
     }
 }
 
+impl ClipPreprocessConfig {
+    /// CLIP's constants at another input size (a model folder without
+    /// `preprocessor_config.json`).
+    pub fn for_image_size(size: u32) -> Self {
+        Self {
+            shortest_edge: size,
+            crop_size: size,
+            ..Self::default()
+        }
+    }
+
+    /// Reads a Hugging Face `preprocessor_config.json`. Old files write sizes as
+    /// plain numbers, newer ones as `{"shortest_edge": n}` / `{"height", "width"}`.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let defaults = Self::default();
+        let size_of = |v: &serde_json::Value, keys: &[&str]| -> Option<u32> {
+            if let Some(n) = v.as_u64() {
+                return Some(n as u32);
+            }
+            keys.iter()
+                .find_map(|k| v.get(*k).and_then(|n| n.as_u64()))
+                .map(|n| n as u32)
+        };
+        let shortest_edge = json
+            .get("size")
+            .and_then(|v| size_of(v, &["shortest_edge", "height"]))
+            .unwrap_or(defaults.shortest_edge);
+        let crop_size = json
+            .get("crop_size")
+            .and_then(|v| size_of(v, &["height", "shortest_edge"]))
+            .unwrap_or(shortest_edge);
+        let triple = |key: &str, fallback: [f32; 3]| -> anyhow::Result<[f32; 3]> {
+            match json.get(key) {
+                None => Ok(fallback),
+                Some(v) => {
+                    let values: Vec<f32> =
+                        serde_json::from_value(v.clone()).with_context(|| {
+                            format!("{key} in {} is not a list of numbers", path.display())
+                        })?;
+                    values.try_into().map_err(|_| {
+                        anyhow::anyhow!("{key} in {} must have 3 values", path.display())
+                    })
+                }
+            }
+        };
+        Ok(Self {
+            shortest_edge,
+            crop_size,
+            mean: triple("image_mean", defaults.mean)?,
+            std: triple("image_std", defaults.std)?,
+        })
+    }
+}
+
 /// The model input: 3 × crop × crop floats, channels first, normalised.
 pub fn preprocess(image: &DynamicImage, config: &ClipPreprocessConfig) -> Vec<f32> {
     let cropped = resize_and_crop(image, config);
