@@ -47,6 +47,9 @@ pub struct AnalyzeOptions {
     pub limits: DecodeLimits,
     /// Images per decode/embed batch (also the most a kill can lose).
     pub batch_size: usize,
+    /// Also make an RGBA thumbnail of at most this many pixels a side for
+    /// every image (the viewer's billboards); `None` (the CLI): none.
+    pub thumbnail_size: Option<u32>,
 }
 
 impl Default for AnalyzeOptions {
@@ -62,6 +65,7 @@ impl Default for AnalyzeOptions {
             cache: CacheMode::Default,
             limits: DecodeLimits::default(),
             batch_size: 256,
+            thumbnail_size: None,
         }
     }
 }
@@ -85,6 +89,27 @@ pub struct CacheStats {
     pub misses: usize,
 }
 
+/// A small RGBA copy of an image, made while it is decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thumbnail {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height` RGBA pixels, row-major, sRGB.
+    pub rgba: Vec<u8>,
+}
+
+impl Thumbnail {
+    /// Fits `image` into `size`×`size`, keeping its aspect ratio.
+    pub fn of(image: &image::DynamicImage, size: u32) -> Self {
+        let small = image.thumbnail(size, size).to_rgba8();
+        Self {
+            width: small.width(),
+            height: small.height(),
+            rgba: small.into_raw(),
+        }
+    }
+}
+
 /// Seconds per stage, keyed as in `report.json`.
 pub type Timings = BTreeMap<&'static str, f64>;
 
@@ -93,6 +118,8 @@ pub type Timings = BTreeMap<&'static str, f64>;
 pub struct EmbeddedFolder {
     pub root: PathBuf,
     pub images: Vec<ImageRecord>,
+    /// One per image when [`AnalyzeOptions::thumbnail_size`] was set, else empty.
+    pub thumbnails: Vec<Thumbnail>,
     pub embeddings: Embeddings,
     pub embedder_id: String,
     pub default_duplicate_threshold: f32,
@@ -192,6 +219,7 @@ pub fn embed_folder(
     };
 
     let mut images = Vec::with_capacity(scanned.files.len());
+    let mut thumbnails = Vec::new();
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
     for batch in batches(
@@ -206,16 +234,18 @@ pub fn embed_folder(
             &embedder_id,
             cache.as_mut(),
             options.limits,
+            options.thumbnail_size,
             &mut stats,
         )?;
         for (file, result) in batch.iter().zip(outcome) {
             match result {
-                Ok((record, vector)) => {
+                Ok((record, vector, thumbnail)) => {
                     images.push(ImageRecord {
                         relative: file.relative.clone(),
                         ..record
                     });
                     data.extend_from_slice(&vector);
+                    thumbnails.extend(thumbnail);
                 }
                 Err(reason) => skipped.push(Skipped {
                     path: file.relative.clone(),
@@ -246,6 +276,7 @@ pub fn embed_folder(
     Ok(EmbeddedFolder {
         root: root.to_path_buf(),
         images,
+        thumbnails,
         embeddings: Embeddings::new(n, embedder.dim(), data),
         embedder_id,
         default_duplicate_threshold: embedder.default_duplicate_threshold(),
@@ -413,7 +444,7 @@ fn batches(
     out
 }
 
-type BatchResult = Result<(ImageRecord, Vec<f32>), String>;
+type BatchResult = Result<(ImageRecord, Vec<f32>, Option<Thumbnail>), String>;
 
 /// Reads, hashes, looks up, decodes and embeds one batch; one result per file.
 fn embed_batch(
@@ -422,6 +453,7 @@ fn embed_batch(
     embedder_id: &str,
     cache: Option<&mut EmbeddingCache>,
     limits: DecodeLimits,
+    thumbnail_size: Option<u32>,
     stats: &mut CacheStats,
 ) -> anyhow::Result<Vec<BatchResult>> {
     let read: Vec<Result<(Vec<u8>, ContentHash), String>> = batch
@@ -442,19 +474,30 @@ fn embed_batch(
     };
 
     // Decode and preprocess what the cache lacks, then embed it as one batch.
+    // Thumbnails need the pixels, so with them on, cached images are decoded too.
     enum Prepared {
         Failed(String),
-        Cached(ContentHash),
-        Fresh(ContentHash, u32, u32),
+        Cached(ContentHash, Option<Thumbnail>),
+        Fresh(ContentHash, u32, u32, Option<Thumbnail>),
     }
+    let thumbnail = |image: &image::DynamicImage| thumbnail_size.map(|s| Thumbnail::of(image, s));
     let (prepared, inputs): (Vec<Prepared>, Vec<Option<Vec<f32>>>) = read
         .into_par_iter()
         .map(|r| match r {
             Err(reason) => (Prepared::Failed(reason), None),
-            Ok((_, hash)) if cached.contains_key(&hash) => (Prepared::Cached(hash), None),
+            Ok((bytes, hash)) if cached.contains_key(&hash) => {
+                let thumb = match thumbnail_size {
+                    None => None,
+                    Some(_) => match decode::decode(&bytes, &limits) {
+                        Ok(image) => thumbnail(&image),
+                        Err(reason) => return (Prepared::Failed(reason), None),
+                    },
+                };
+                (Prepared::Cached(hash, thumb), None)
+            }
             Ok((bytes, hash)) => match decode::decode(&bytes, &limits) {
                 Ok(image) => (
-                    Prepared::Fresh(hash, image.width(), image.height()),
+                    Prepared::Fresh(hash, image.width(), image.height(), thumbnail(&image)),
                     Some(embedder.preprocess(&image)),
                 ),
                 Err(reason) => (Prepared::Failed(reason), None),
@@ -470,7 +513,7 @@ fn embed_batch(
     for p in prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
-            Prepared::Cached(hash) => {
+            Prepared::Cached(hash, thumb) => {
                 let hit = &cached[&hash];
                 stats.hits += 1;
                 let record = ImageRecord {
@@ -479,9 +522,9 @@ fn embed_batch(
                     width: hit.width,
                     height: hit.height,
                 };
-                Ok((record, hit.vector.clone()))
+                Ok((record, hit.vector.clone(), thumb))
             }
-            Prepared::Fresh(hash, width, height) => {
+            Prepared::Fresh(hash, width, height, thumb) => {
                 let vector = vectors.next().expect("one vector per input");
                 stats.misses += 1;
                 fresh.push((hash, width, height, vector.clone()));
@@ -491,7 +534,7 @@ fn embed_batch(
                     width,
                     height,
                 };
-                Ok((record, vector))
+                Ok((record, vector, thumb))
             }
         });
     }
