@@ -417,8 +417,16 @@ fn planted_duplicates_are_found_with_precision_one() {
     assert_eq!(groups.len(), planted_from.len());
 }
 
+/// The binary under test. `EMBEDSCOPE_TEST_BIN` overrides it: worktrees that
+/// share one target folder overwrite each other's `target/debug/embedscope`.
+fn embedscope_bin() -> PathBuf {
+    std::env::var_os("EMBEDSCOPE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_embedscope")))
+}
+
 fn embedscope(args: &[&str], cache_dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_embedscope"))
+    Command::new(embedscope_bin())
         .args(args)
         .env("EMBEDSCOPE_CACHE_DIR", cache_dir)
         .output()
@@ -716,7 +724,7 @@ fn viewer(args: &[&str], cache_dir: &Path) -> std::process::Output {
         );
     let output = Command::new(xvfb)
         .args(["-a", "-s", "-screen 0 1400x900x24"])
-        .arg(env!("CARGO_BIN_EXE_embedscope"))
+        .arg(embedscope_bin())
         .args(args)
         .env("EMBEDSCOPE_CACHE_DIR", cache_dir)
         .env("WGPU_BACKEND", "vulkan")
@@ -830,6 +838,7 @@ fn viewer_click_on_a_point_selects_it() {
             data.path().to_str().unwrap(),
             "--reducer",
             "pca",
+            "--no-thumbnails",
             "--click-point",
             &index.to_string(),
             "--print-selection",

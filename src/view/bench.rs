@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bevy::prelude::*;
 
-use super::camera::{Orbit, OrbitGoal};
+use super::camera::{Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::state::ViewState;
@@ -65,7 +65,7 @@ fn time_frames(
     mut bench: ResMut<Bench>,
     positions: Res<Positions>,
     ready: Res<ThumbnailsReady>,
-    mut camera: Single<(&Orbit, &mut OrbitGoal)>,
+    mut camera: Single<(&Orbit, &mut OrbitGoal), With<ViewCamera>>,
     mut exit: MessageWriter<AppExit>,
 ) {
     let (orbit, goal) = &mut *camera;

@@ -10,8 +10,11 @@ use bevy::prelude::*;
 use bevy::render::view::{Msaa, NoIndirectDrawing};
 use bevy::window::PrimaryWindow;
 
-use super::layout::LAYOUT_RADIUS;
+use super::layout::{LAYOUT_RADIUS, Positions};
 use super::state::PointerOverUi;
+use bevy::camera::visibility::RenderLayers;
+use bevy::camera::{CameraOutputMode, ClearColorConfig};
+use bevy::render::render_resource::BlendState;
 
 /// Vertical field of view.
 pub const FOV_Y: f32 = std::f32::consts::FRAC_PI_4;
@@ -22,12 +25,15 @@ pub struct CameraPlugin;
 
 impl Plugin for CameraPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Startup, spawn_camera).add_systems(
-            Update,
-            (steer_orbit, ease_toward_goal)
-                .chain()
-                .in_set(CameraSystems),
-        );
+        app.init_resource::<HomeView>()
+            .add_systems(Startup, spawn_cameras)
+            .add_systems(
+                Update,
+                (frame_the_layout, steer_orbit, ease_toward_goal)
+                    .chain()
+                    .in_set(CameraSystems)
+                    .after(super::layout::LayoutSystems),
+            );
     }
 }
 
@@ -43,6 +49,21 @@ pub struct Orbit {
     /// Above the horizontal plane, radians.
     pub pitch: f32,
     pub distance: f32,
+}
+
+/// The camera that shows the points (the panel has its own).
+#[derive(Component)]
+pub struct ViewCamera;
+
+/// The view that shows the whole layout in the camera's viewport: where R
+/// and "Reset view" go, and where a new dataset starts.
+#[derive(Resource, Clone, Copy, Debug)]
+pub struct HomeView(pub Orbit);
+
+impl Default for HomeView {
+    fn default() -> Self {
+        Self(Orbit::home())
+    }
 }
 
 /// Where the camera is heading; [`Orbit`] eases toward it.
@@ -127,6 +148,17 @@ impl Orbit {
             && (self.distance / goal.distance - 1.0).abs() < 1e-3
     }
 
+    /// The home view for points within `radius` of the origin, seen through
+    /// a viewport of width / height `aspect`: the whole sphere fits.
+    pub fn framing(radius: f32, aspect: f32) -> Orbit {
+        let half_y = FOV_Y / 2.0;
+        let half_x = (half_y.tan() * aspect.max(0.1)).atan();
+        Orbit {
+            distance: radius / half_x.min(half_y).sin(),
+            ..Orbit::home()
+        }
+    }
+
     /// The goal that brings `point` to the centre, close enough to tell its
     /// neighbours apart.
     pub fn fly_to(&self, point: Vec3, distance: f32) -> Orbit {
@@ -144,9 +176,10 @@ fn yaw_delta(a: f32, b: f32) -> f32 {
     (b - a + PI).rem_euclid(TAU) - PI
 }
 
-fn spawn_camera(mut commands: Commands) {
+fn spawn_cameras(mut commands: Commands) {
     let orbit = Orbit::home();
     commands.spawn((
+        ViewCamera,
         Camera3d::default(),
         Projection::Perspective(PerspectiveProjection {
             fov: FOV_Y,
@@ -163,6 +196,47 @@ fn spawn_camera(mut commands: Commands) {
         // The points are drawn with a direct (not indirect) instanced draw.
         NoIndirectDrawing,
     ));
+    // egui draws over the whole window with its own camera, so the 3D
+    // camera's viewport can leave out the panel.
+    commands.spawn((
+        bevy_egui::PrimaryEguiContext,
+        Camera2d,
+        RenderLayers::none(),
+        Camera {
+            order: 1,
+            output_mode: CameraOutputMode::Write {
+                blend_state: Some(BlendState::ALPHA_BLENDING),
+                clear_color: ClearColorConfig::None,
+            },
+            clear_color: ClearColorConfig::Custom(Color::NONE),
+            ..default()
+        },
+        Tonemapping::None,
+        Msaa::Off,
+    ));
+}
+
+/// Keeps [`HomeView`] fitted to the layout and the viewport, and brings the
+/// camera there when a new image set appears.
+fn frame_the_layout(
+    positions: Res<Positions>,
+    mut home: ResMut<HomeView>,
+    mut camera: Single<(&Camera, &mut OrbitGoal), With<ViewCamera>>,
+    mut framed: Local<usize>,
+) {
+    let (cam, goal) = &mut *camera;
+    let aspect = cam
+        .logical_viewport_size()
+        .map_or(1.6, |s| s.x / s.y.max(1.0));
+    let fitted = HomeView(Orbit::framing(positions.radius, aspect));
+    if (fitted.0.distance - home.0.distance).abs() > 1e-4 {
+        *home = fitted;
+    }
+    let count = positions.current.len();
+    if count != *framed && count > 0 {
+        *framed = count;
+        goal.0 = home.0;
+    }
 }
 
 /// Last cursor position while a button is held, to turn motion into drags.
@@ -178,13 +252,14 @@ fn steer_orbit(
     keys: Res<ButtonInput<KeyCode>>,
     scroll: Res<AccumulatedMouseScroll>,
     over_ui: Res<PointerOverUi>,
+    home: Res<HomeView>,
     window: Single<&Window, With<PrimaryWindow>>,
-    mut camera: Single<(&Camera, &GlobalTransform, &mut OrbitGoal)>,
+    mut camera: Single<(&Camera, &GlobalTransform, &mut OrbitGoal), With<ViewCamera>>,
 ) {
     let (camera, transform, goal) = &mut *camera;
     // Typing "r" in the search field is not a reset.
     if keys.just_pressed(KeyCode::KeyR) && !over_ui.typing {
-        goal.0 = Orbit::home();
+        goal.0 = home.0;
     }
     let cursor = window.cursor_position();
     let held = [MouseButton::Left, MouseButton::Right, MouseButton::Middle]
@@ -224,7 +299,10 @@ fn steer_orbit(
     }
 }
 
-fn ease_toward_goal(time: Res<Time>, mut camera: Single<(&mut Orbit, &OrbitGoal, &mut Transform)>) {
+fn ease_toward_goal(
+    time: Res<Time>,
+    mut camera: Single<(&mut Orbit, &OrbitGoal, &mut Transform), With<ViewCamera>>,
+) {
     let (orbit, goal, transform) = &mut *camera;
     if **orbit == goal.0 {
         return;
@@ -262,6 +340,21 @@ mod tests {
         let towards = (orbit.target - t.translation).normalize();
         assert!(t.forward().dot(towards) > 0.9999);
         assert!(project(&orbit, orbit.target).length() < 1e-4);
+    }
+
+    #[test]
+    fn the_home_view_fits_the_layout_in_a_narrow_viewport() {
+        // A point on the sphere's edge, sideways, stays inside the view.
+        for aspect in [0.5, 1.0, 2.0] {
+            let home = Orbit::framing(5.0, aspect);
+            let rotation = home.rotation();
+            let edge = home.target + rotation * Vec3::X * 5.0;
+            let view = home.transform().to_matrix().inverse();
+            let proj = Mat4::perspective_infinite_reverse_rh(FOV_Y, aspect, 0.01);
+            let clip = proj * view * edge.extend(1.0);
+            let x = clip.x / clip.w;
+            assert!(x > 0.5 && x <= 1.0, "aspect {aspect}: ndc x {x}");
+        }
     }
 
     #[test]

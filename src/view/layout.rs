@@ -41,6 +41,8 @@ pub struct Positions {
     progress: f32,
     /// Identity of the layout shown (address of its points), to notice a new one.
     source: usize,
+    /// Distance from the centre within which 98% of the points lie.
+    pub radius: f32,
 }
 
 impl Positions {
@@ -83,7 +85,19 @@ fn follow_dataset(dataset: Res<Dataset>, mut positions: ResMut<Positions>) {
         p.from.clear();
         p.progress = 1.0;
     }
+    p.radius = spread(&to);
     p.to = to;
+}
+
+/// The distance from the origin within which 98% of `points` lie.
+pub fn spread(points: &[Vec3]) -> f32 {
+    let mut d: Vec<f32> = points.iter().map(|p| p.length()).collect();
+    if d.is_empty() {
+        return LAYOUT_RADIUS;
+    }
+    let k = (d.len() * 98 / 100).min(d.len() - 1);
+    d.select_nth_unstable_by(k, f32::total_cmp);
+    d[k].max(1e-3)
 }
 
 fn animate_transition(time: Res<Time>, mut positions: ResMut<Positions>) {

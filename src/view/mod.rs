@@ -44,6 +44,8 @@ pub struct ViewOptions {
     pub click_point: Option<usize>,
     /// Test hook: print the selection as JSON on stdout before exiting.
     pub print_selection: bool,
+    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    pub no_thumbnails: bool,
     /// Show a synthetic map instead of a folder and print frame times.
     pub bench: Option<bench::BenchOptions>,
 }
@@ -51,7 +53,9 @@ pub struct ViewOptions {
 /// Opens the window and runs until it is closed (or the script exits it).
 pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
     // The billboards and the panel show thumbnails made while decoding.
-    options.analyze.thumbnail_size = Some(thumbnails::THUMBNAIL_SIZE);
+    if !options.no_thumbnails {
+        options.analyze.thumbnail_size = Some(thumbnails::THUMBNAIL_SIZE);
+    }
     if let Some(folder) = &options.folder {
         anyhow::ensure!(
             folder.is_dir(),
@@ -95,6 +99,11 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
     })
     .insert_resource(ClearColor(Color::srgb(0.07, 0.075, 0.09)))
     .add_plugins(bevy_egui::EguiPlugin::default())
+    // The panel gets its own camera (see camera.rs), not the 3D one.
+    .insert_resource(bevy_egui::EguiGlobalSettings {
+        auto_create_primary_context: false,
+        ..default()
+    })
     .add_plugins((
         state::StatePlugin,
         loading::LoadingPlugin {

@@ -12,7 +12,7 @@ use bevy::prelude::*;
 use bevy::window::PrimaryWindow;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
-use super::camera::{Orbit, OrbitGoal};
+use super::camera::{HomeView, Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
 use super::loading::{Dataset, OpenFolder, Settings};
 use super::points::Classes;
@@ -150,7 +150,8 @@ fn side_panel(
     dialog: Res<FolderDialog>,
     exports: Res<Exports>,
     window: Single<&Window, With<PrimaryWindow>>,
-    mut camera: Single<(&mut Camera, &Orbit, &mut OrbitGoal)>,
+    mut camera: Single<(&mut Camera, &Orbit, &mut OrbitGoal), With<ViewCamera>>,
+    home: Res<HomeView>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?.clone();
     let (cam, orbit, goal) = &mut *camera;
@@ -186,7 +187,7 @@ fn side_panel(
                 if analysis.folder.images.is_empty() {
                     return;
                 }
-                view_section(ui, &mut view, goal, &analysis, &classes, &duplicates);
+                view_section(ui, &mut view, goal, &home, &analysis, &classes, &duplicates);
                 selection_section(
                     ui,
                     &ctx,
@@ -377,6 +378,7 @@ fn view_section(
     ui: &mut egui::Ui,
     view: &mut ViewState,
     goal: &mut OrbitGoal,
+    home: &HomeView,
     a: &Analysis,
     classes: &Classes,
     duplicates: &Duplicates,
@@ -400,7 +402,7 @@ fn view_section(
                 ui.checkbox(&mut view.show_thumbnails, "thumbnails")
                     .on_hover_text("Images instead of dots for the points nearest the camera");
                 if ui.button("Reset view (R)").clicked() {
-                    goal.0 = Orbit::home();
+                    goal.0 = home.0;
                 }
             });
             ui.label(format!(

@@ -8,10 +8,11 @@
 use bevy::prelude::*;
 use bevy::window::PrimaryWindow;
 
-use super::camera::{Orbit, OrbitGoal};
+use super::camera::{Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::state::{PointerOverUi, ViewState};
+use super::thumbnails::{Atlas, BILLBOARD_HALF};
 
 /// Seconds within which a second click is a double-click.
 const DOUBLE_CLICK_SECONDS: f64 = 0.4;
@@ -103,14 +104,21 @@ pub fn pick(
     best.map(|(i, _)| i)
 }
 
-/// The radius picking uses for point `i`: the splat size, 0 when hidden.
-fn pick_radius(state: &ViewState, dataset: &Dataset, i: usize) -> f32 {
+/// The radius picking uses for point `i`: its billboard's when it is drawn
+/// as an image, else the splat size; 0 when hidden.
+fn pick_radius(state: &ViewState, dataset: &Dataset, atlas: &Atlas, i: usize) -> f32 {
     let hidden = dataset
         .analysis
         .as_ref()
         .and_then(|a| a.clusters.labels.get(i))
         .is_some_and(|c| state.hidden_clusters.contains(c));
-    if hidden { 0.0 } else { state.splat_size }
+    if hidden {
+        0.0
+    } else if atlas.billboarded.get(i).copied().unwrap_or(false) {
+        BILLBOARD_HALF
+    } else {
+        state.splat_size
+    }
 }
 
 fn point_under_cursor(
@@ -119,12 +127,13 @@ fn point_under_cursor(
     positions: &Positions,
     state: &ViewState,
     dataset: &Dataset,
+    atlas: &Atlas,
 ) -> Option<usize> {
     let cursor = window.cursor_position()?;
     let projector = Projector::new(camera.0, camera.1, window.size());
     pick(
         &positions.current,
-        |i| pick_radius(state, dataset, i),
+        |i| pick_radius(state, dataset, atlas, i),
         &projector,
         cursor,
     )
@@ -132,16 +141,17 @@ fn point_under_cursor(
 
 fn hover_point(
     window: Single<&Window, With<PrimaryWindow>>,
-    camera: Single<(&Camera, &GlobalTransform)>,
+    camera: Single<(&Camera, &GlobalTransform), With<ViewCamera>>,
     positions: Res<Positions>,
     dataset: Res<Dataset>,
+    atlas: Res<Atlas>,
     over_ui: Res<PointerOverUi>,
     mut state: ResMut<ViewState>,
 ) {
     let hovered = if over_ui.pointer {
         None
     } else {
-        point_under_cursor(&window, *camera, &positions, &state, &dataset)
+        point_under_cursor(&window, *camera, &positions, &state, &dataset, &atlas)
     };
     // Only a real change marks the state changed (and rebuilds the instances).
     if state.hovered != hovered {
@@ -161,9 +171,10 @@ fn click_point(
     time: Res<Time<Real>>,
     buttons: Res<ButtonInput<MouseButton>>,
     window: Single<&Window, With<PrimaryWindow>>,
-    camera: Single<(&Camera, &GlobalTransform, &Orbit, &mut OrbitGoal)>,
+    camera: Single<(&Camera, &GlobalTransform, &Orbit, &mut OrbitGoal), With<ViewCamera>>,
     positions: Res<Positions>,
     dataset: Res<Dataset>,
+    atlas: Res<Atlas>,
     over_ui: Res<PointerOverUi>,
     mut state: ResMut<ViewState>,
 ) {
@@ -181,7 +192,14 @@ fn click_point(
         return; // that was a rotation
     }
     let (cam, transform, orbit, mut goal) = camera.into_inner();
-    let hit = point_under_cursor(&window, (cam, transform), &positions, &state, &dataset);
+    let hit = point_under_cursor(
+        &window,
+        (cam, transform),
+        &positions,
+        &state,
+        &dataset,
+        &atlas,
+    );
     let now = time.elapsed_secs_f64();
     let double = tracker
         .last_click

@@ -13,7 +13,7 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::window::{CursorMoved, PrimaryWindow};
 
 use super::ViewOptions;
-use super::camera::{Orbit, OrbitGoal};
+use super::camera::{Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::picking::Projector;
@@ -84,7 +84,7 @@ fn run_script(
     thumbnails: Res<ThumbnailsReady>,
     state: Res<ViewState>,
     mut window: Single<(Entity, &mut Window), With<PrimaryWindow>>,
-    mut camera: Single<(&Camera, &GlobalTransform, &Orbit, &mut OrbitGoal)>,
+    mut camera: Single<(&Camera, &GlobalTransform, &Orbit, &mut OrbitGoal), With<ViewCamera>>,
     mut cursor_moves: MessageWriter<CursorMoved>,
     mut buttons: MessageWriter<MouseButtonInput>,
     mut exit: MessageWriter<AppExit>,

@@ -85,7 +85,7 @@ impl Default for ViewState {
     fn default() -> Self {
         Self {
             color_by: ColorBy::Cluster,
-            splat_size: 0.035,
+            splat_size: 0.05,
             hovered: None,
             selected: None,
             highlighted_cluster: None,

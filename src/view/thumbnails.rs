@@ -26,7 +26,10 @@ const PAGE_SIZE: u32 = 2048;
 /// Most billboards drawn at once.
 pub const BILLBOARD_BUDGET: usize = 400;
 /// Half the side of a billboard, in world units (splats are ~0.035).
-const BILLBOARD_HALF: f32 = 0.12;
+pub const BILLBOARD_HALF: f32 = 0.12;
+/// Below this half-size on screen (logical pixels) an image is unreadable:
+/// the point stays a splat.
+const MIN_BILLBOARD_PIXELS: f32 = 12.0;
 
 pub struct ThumbnailsPlugin;
 
@@ -112,6 +115,8 @@ pub struct Atlas {
     packing: Option<Arc<Mutex<Option<Packed>>>>,
     slots: Vec<Slot>,
     pages: Vec<(Handle<Mesh>, Entity)>,
+    /// Per point: drawn as a billboard now (picking then uses its size).
+    pub billboarded: Vec<bool>,
     /// The view the billboards were last placed for.
     placed_for: Option<(Mat4, usize)>,
 }
@@ -196,11 +201,13 @@ fn pack_atlas(
     }
 }
 
-/// Up to `budget` points in view, nearest the camera first.
+/// Up to `budget` points in view whose billboard would be at least
+/// `min_pixels` (half-size) on screen, nearest the camera first.
 pub fn choose_billboards(
     points: &[Vec3],
     projector: &Projector,
     budget: usize,
+    min_pixels: f32,
     shown: impl Fn(usize) -> bool,
 ) -> Vec<usize> {
     let mut in_view: Vec<(f32, usize)> = points
@@ -209,7 +216,8 @@ pub fn choose_billboards(
         .filter(|(i, _)| shown(*i))
         .filter_map(|(i, p)| {
             let (screen, depth) = projector.project(*p)?;
-            projector.viewport.contains(screen).then_some((depth, i))
+            let big_enough = projector.screen_radius(BILLBOARD_HALF, depth) >= min_pixels;
+            (big_enough && projector.viewport.contains(screen)).then_some((depth, i))
         })
         .collect();
     if in_view.len() > budget {
@@ -245,7 +253,7 @@ fn place_billboards(
     positions: Res<Positions>,
     state: Res<ViewState>,
     window: Single<&Window, With<PrimaryWindow>>,
-    camera: Single<(&Camera, &GlobalTransform)>,
+    camera: Single<(&Camera, &GlobalTransform), With<super::camera::ViewCamera>>,
     mut atlas: ResMut<Atlas>,
     mut ready: ResMut<ThumbnailsReady>,
     mut meshes: ResMut<Assets<Mesh>>,
@@ -271,9 +279,13 @@ fn place_billboards(
         (true, Some(a)) if atlas.slots.len() == n => {
             let projector = Projector::new(cam, transform, window.size());
             let labels = &a.clusters.labels;
-            choose_billboards(&positions.current, &projector, BILLBOARD_BUDGET, |i| {
-                !state.hidden_clusters.contains(&labels[i])
-            })
+            choose_billboards(
+                &positions.current,
+                &projector,
+                BILLBOARD_BUDGET,
+                MIN_BILLBOARD_PIXELS,
+                |i| !state.hidden_clusters.contains(&labels[i]),
+            )
         }
         _ => Vec::new(),
     };
@@ -281,7 +293,9 @@ fn place_billboards(
     let (right, up, back) = (rotation * Vec3::X, rotation * Vec3::Y, rotation * Vec3::Z);
     let mut per_page: Vec<(Vec<[f32; 3]>, Vec<[f32; 2]>, Vec<u32>)> =
         vec![Default::default(); atlas.pages.len()];
+    let mut billboarded = vec![false; n];
     for i in chosen {
+        billboarded[i] = true;
         let slot = atlas.slots[i];
         // Keep the image's aspect; lift it a little toward the camera so it
         // covers its own splat.
@@ -316,6 +330,7 @@ fn place_billboards(
             *m = billboard_mesh(&p, &uv, &idx);
         }
     }
+    atlas.billboarded = billboarded;
     if analysis.is_some() {
         ready.0 = true;
     }
@@ -377,9 +392,15 @@ mod tests {
         let mut with_outside = points.clone();
         with_outside.push(Vec3::new(100.0, 0.0, 5.0)); // out of view
         with_outside.push(Vec3::new(0.0, 0.0, 20.0)); // behind the camera
-        let chosen = choose_billboards(&with_outside, &projector, 3, |_| true);
+        let chosen = choose_billboards(&with_outside, &projector, 3, 0.0, |_| true);
         assert_eq!(chosen, vec![9, 8, 7]);
-        let chosen = choose_billboards(&with_outside, &projector, 3, |i| i != 8);
+        let chosen = choose_billboards(&with_outside, &projector, 3, 0.0, |i| i != 8);
         assert_eq!(chosen, vec![9, 7, 6]);
+        // Far away the images would be specks: none are chosen.
+        let far: Vec<Vec3> = points.iter().map(|p| *p - Vec3::Z * 500.0).collect();
+        assert!(choose_billboards(&far, &projector, 3, 12.0, |_| true).is_empty());
+        // The size limit keeps only the near ones.
+        let near_enough = choose_billboards(&points, &projector, 10, 15.0, |_| true);
+        assert_eq!(near_enough, vec![9, 8, 7, 6, 5]);
     }
 }
