@@ -57,6 +57,12 @@ struct ViewArgs {
     /// Make no thumbnails (saves 16 KB of memory per image): points only.
     #[arg(long)]
     no_thumbnails: bool,
+    /// Colour the points by cluster, by folder (class) or by duplicate status.
+    #[arg(long, value_enum, default_value = "cluster")]
+    color_by: view::state::ColorBy,
+    /// Script hook: scale the camera distance once the map is shown.
+    #[arg(long, value_name = "F", hide = true)]
+    zoom: Option<f32>,
     /// Save a PNG of the window once the map is shown, then exit.
     #[arg(long, value_name = "PNG")]
     screenshot: Option<PathBuf>,
@@ -226,6 +232,8 @@ fn run_view(args: ViewArgs) -> anyhow::Result<ExitCode> {
         click_point: args.click_point,
         print_selection: args.print_selection,
         no_thumbnails: args.no_thumbnails,
+        zoom: args.zoom,
+        color_by: args.color_by,
         bench: args.bench_points.map(|points| view::bench::BenchOptions {
             points,
             frames: args.bench_frames,

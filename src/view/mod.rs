@@ -44,6 +44,10 @@ pub struct ViewOptions {
     pub click_point: Option<usize>,
     /// Test hook: print the selection as JSON on stdout before exiting.
     pub print_selection: bool,
+    /// Script hook: scale the camera distance by this once the map is shown.
+    pub zoom: Option<f32>,
+    /// Start colouring points by this.
+    pub color_by: state::ColorBy,
     /// Make no thumbnails (saves 16 KB of memory per image): points only.
     pub no_thumbnails: bool,
     /// Show a synthetic map instead of a folder and print frame times.
@@ -105,7 +109,9 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
         ..default()
     })
     .add_plugins((
-        state::StatePlugin,
+        state::StatePlugin {
+            color_by: options.color_by,
+        },
         loading::LoadingPlugin {
             folder: options.folder.clone(),
             options: options.analyze.clone(),

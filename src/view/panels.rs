@@ -668,6 +668,7 @@ fn duplicates_section(
 ) {
     egui::CollapsingHeader::new(format!("Duplicates ({} groups)", duplicates.groups.len()))
         .id_salt("duplicates")
+        .default_open(view.color_by == ColorBy::Duplicates)
         .show(ui, |ui| {
             let mut threshold = duplicates.threshold;
             let slider = ui.add(egui::Slider::new(&mut threshold, 0.80..=1.0).text("cosine ≥"));

@@ -29,6 +29,7 @@ pub struct ScriptPlugin {
     screenshot: Option<PathBuf>,
     click_point: Option<usize>,
     print_selection: bool,
+    zoom: Option<f32>,
 }
 
 impl From<&ViewOptions> for ScriptPlugin {
@@ -37,6 +38,7 @@ impl From<&ViewOptions> for ScriptPlugin {
             screenshot: options.screenshot.clone(),
             click_point: options.click_point,
             print_selection: options.print_selection,
+            zoom: options.zoom,
         }
     }
 }
@@ -50,6 +52,7 @@ impl Plugin for ScriptPlugin {
             screenshot: self.screenshot.clone(),
             click_point: self.click_point,
             print_selection: self.print_selection,
+            zoom: self.zoom,
             step: Step::WaitForAnalysis,
         })
         .add_systems(Last, run_script);
@@ -61,6 +64,8 @@ struct Script {
     screenshot: Option<PathBuf>,
     click_point: Option<usize>,
     print_selection: bool,
+    /// Scale the home distance by this once the map is shown (README shots).
+    zoom: Option<f32>,
     step: Step,
 }
 
@@ -97,13 +102,22 @@ fn run_script(
                 eprintln!("embedscope: {error}");
                 exit.write(AppExit::error());
                 Step::WaitForCapture
+            } else if dataset.folder.is_none() {
+                // The welcome screen: nothing to wait for but its layout.
+                script.click_point = None;
+                Step::Settle(SETTLE_FRAMES)
             } else if dataset.analysis.is_some()
                 && !dataset.running()
                 && positions.settled()
                 && thumbnails.0
                 && orbit.close_to(&goal.0)
             {
-                Step::Settle(SETTLE_FRAMES)
+                if let Some(zoom) = script.zoom.take() {
+                    goal.0.distance *= zoom;
+                    Step::WaitForAnalysis
+                } else {
+                    Step::Settle(SETTLE_FRAMES)
+                }
             } else {
                 Step::WaitForAnalysis
             }

@@ -8,17 +8,22 @@ use bevy::prelude::*;
 
 use crate::analyze::DuplicateGroup;
 
-pub struct StatePlugin;
+pub struct StatePlugin {
+    pub color_by: ColorBy,
+}
 
 impl Plugin for StatePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<ViewState>()
-            .init_resource::<Duplicates>()
-            .init_resource::<PointerOverUi>()
-            .add_systems(
-                Update,
-                follow_analysis.after(super::loading::LoadingSystems),
-            );
+        app.insert_resource(ViewState {
+            color_by: self.color_by,
+            ..default()
+        })
+        .init_resource::<Duplicates>()
+        .init_resource::<PointerOverUi>()
+        .add_systems(
+            Update,
+            follow_analysis.after(super::loading::LoadingSystems),
+        );
     }
 }
 
@@ -57,7 +62,7 @@ fn follow_analysis(
     };
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ColorBy {
     #[default]
     Cluster,
