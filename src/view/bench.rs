@@ -63,6 +63,7 @@ struct Bench {
     billboards: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn time_frames(
     time: Res<Time<Real>>,
     mut bench: ResMut<Bench>,
@@ -205,7 +206,7 @@ fn synthetic_thumbnail(i: usize, cluster: usize) -> Thumbnail {
     for y in 0..s {
         for x in 0..s {
             // A stripe pattern that differs per image, to see the atlas works.
-            let on = ((x + y + i) / 8) % 2 == 0;
+            let on = ((x + y + i) / 8).is_multiple_of(2);
             let v = if on { base } else { base.map(|c| c / 3) };
             rgba.extend_from_slice(&[v[0], v[1], v[2], 255]);
         }

@@ -57,14 +57,8 @@ pub struct ViewCamera;
 
 /// The view that shows the whole layout in the camera's viewport: where R
 /// and "Reset view" go, and where a new dataset starts.
-#[derive(Resource, Clone, Copy, Debug)]
+#[derive(Resource, Clone, Copy, Debug, Default)]
 pub struct HomeView(pub Orbit);
-
-impl Default for HomeView {
-    fn default() -> Self {
-        Self(Orbit::home())
-    }
-}
 
 /// Where the camera is heading; [`Orbit`] eases toward it.
 #[derive(Component, Clone, Copy, Debug, PartialEq)]

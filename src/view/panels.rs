@@ -67,11 +67,14 @@ impl PanelTextures {
     }
 }
 
+/// Decoded pixels, or why the image cannot be shown.
+type Decoded = Result<egui::ColorImage, String>;
+
 /// The selected image at display size, decoded on a worker thread.
 #[derive(Resource, Default)]
 struct SelectedImage {
     key: Option<(usize, usize)>,
-    pending: Option<Arc<Mutex<Option<Result<egui::ColorImage, String>>>>>,
+    pending: Option<Arc<Mutex<Option<Decoded>>>>,
     shown: Option<Result<egui::TextureHandle, String>>,
     /// Pixels not yet turned into a texture (needs the egui context).
     ready: Option<Result<egui::ColorImage, String>>,
@@ -742,15 +745,13 @@ fn start_export(
     );
     std::thread::spawn(move || {
         let chosen = rfd::FileDialog::new().set_file_name(&name).save_file();
-        let message = match chosen {
-            None => None,
-            Some(path) => Some(
-                match export(kind, &path, &folder, &groups, &images, threshold) {
+        let message =
+            chosen.map(
+                |path| match export(kind, &path, &folder, &groups, &images, threshold) {
                     Ok(()) => format!("Saved {}", path.display()),
                     Err(err) => format!("Not saved: {err:#}"),
                 },
-            ),
-        };
+            );
         let mut state = shared.lock().unwrap();
         state.busy = false;
         if message.is_some() {

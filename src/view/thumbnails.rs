@@ -291,8 +291,9 @@ fn place_billboards(
     };
     let rotation = transform.rotation();
     let (right, up, back) = (rotation * Vec3::X, rotation * Vec3::Y, rotation * Vec3::Z);
-    let mut per_page: Vec<(Vec<[f32; 3]>, Vec<[f32; 2]>, Vec<u32>)> =
-        vec![Default::default(); atlas.pages.len()];
+    // Per page: positions, UVs, indices.
+    type Quads = (Vec<[f32; 3]>, Vec<[f32; 2]>, Vec<u32>);
+    let mut per_page: Vec<Quads> = vec![Default::default(); atlas.pages.len()];
     let mut billboarded = vec![false; n];
     for i in chosen {
         billboarded[i] = true;
