@@ -4,7 +4,7 @@
 //! [`scan`] → [`decode`] → [`embed`] (with its [`cache`]) → [`neighbours`] →
 //! [`reduce`] → [`analyze`] (clusters, duplicates) → [`output`].
 //! [`pipeline`] runs the stages in order with progress reporting and cancellation;
-//! the CLI, the tests and (later) the viewer all call it.
+//! the CLI, the tests and the [`view`]er all call it.
 
 pub mod analyze;
 pub mod bench;
@@ -20,6 +20,7 @@ pub mod reduce;
 pub mod rng;
 pub mod scan;
 pub mod search;
+pub mod view;
 
 pub use pipeline::{Analysis, AnalyzeOptions, analyze};
 pub use progress::{CancelToken, Cancelled, ProgressEvent, ProgressSink, Stage};

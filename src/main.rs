@@ -13,17 +13,23 @@ use embedscope::neighbours::KnnMethod;
 use embedscope::pipeline::{AnalyzeOptions, CacheMode};
 use embedscope::progress::{CancelToken, ProgressEvent, ProgressSink, Stage, is_cancelled};
 use embedscope::reduce::ReducerKind;
-use embedscope::{bench, output};
+use embedscope::{bench, output, view};
 
 #[derive(Parser)]
 #[command(
     name = "embedscope",
     version,
-    about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates."
+    about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates.",
+    long_about = "Turn a folder of images into a 3D map: embeddings, UMAP/t-SNE/PCA layout, clusters and duplicates.\n\n\
+        `embedscope` alone opens the viewer's welcome screen; `embedscope FOLDER` opens the viewer on FOLDER.",
+    // `embedscope analyze …` is the subcommand; any other first word is a folder.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    view: ViewArgs,
 }
 
 #[derive(Subcommand)]
@@ -39,6 +45,10 @@ enum Command {
     /// Manage CLIP weights.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Open the 3D viewer (on FOLDER, or on the welcome screen).
+    View(ViewArgs),
+    /// Add embedscope to the desktop's "Open with" menu for folders (freedesktop entry + icon).
+    InstallDesktop(InstallDesktopArgs),
 }
 
 #[derive(Subcommand)]
@@ -97,6 +107,55 @@ struct SearchArgs {
     /// Do not draw progress bars.
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct ViewArgs {
+    /// The dataset folder (read only: nothing is ever written into it).
+    folder: Option<PathBuf>,
+    /// How images become vectors [default: clip when its weights are installed
+    /// or given with --model, else pixels].
+    #[arg(long, value_enum)]
+    embedder: Option<EmbedderKind>,
+    #[command(flatten)]
+    clip: ClipArgs,
+    /// How vectors become a 3D layout.
+    #[arg(long, value_enum, default_value_t = ReducerKind::Umap)]
+    reducer: ReducerKind,
+    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    #[arg(long)]
+    no_thumbnails: bool,
+    /// Colour the points by cluster, by folder (class) or by duplicate status.
+    #[arg(long, value_enum, default_value = "cluster")]
+    color_by: view::state::ColorBy,
+    /// Script hook: scale the camera distance once the map is shown.
+    #[arg(long, value_name = "F", hide = true)]
+    zoom: Option<f32>,
+    /// Save a PNG of the window once the map is shown, then exit.
+    #[arg(long, value_name = "PNG")]
+    screenshot: Option<PathBuf>,
+    /// Test hook: click the on-screen position of this point once the map is shown.
+    #[arg(long, value_name = "INDEX", hide = true)]
+    click_point: Option<usize>,
+    /// Test hook: print the selection as JSON before exiting.
+    #[arg(long, hide = true)]
+    print_selection: bool,
+    /// Benchmark: show N synthetic points (no folder) and print frame times.
+    #[arg(long, value_name = "N", conflicts_with = "folder")]
+    bench_points: Option<usize>,
+    /// Benchmark: frames to time.
+    #[arg(long, default_value_t = 30, requires = "bench_points")]
+    bench_frames: usize,
+    /// Benchmark: without thumbnail billboards.
+    #[arg(long, requires = "bench_points")]
+    bench_no_thumbnails: bool,
+}
+
+#[derive(Args)]
+struct InstallDesktopArgs {
+    /// Data folder to install into [default: $XDG_DATA_HOME, else ~/.local/share].
+    #[arg(long, value_name = "DIR")]
+    data_home: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,11 +223,14 @@ fn main() -> ExitCode {
         });
     }
     let result = match cli.command {
-        Command::Analyze(args) => run_analyze(args, &cancel),
-        Command::Bench(args) => bench::run(&args, &cancel),
-        Command::BenchClip(args) => bench::run_clip(&args, &cancel),
-        Command::Search(args) => run_search(args, &cancel),
-        Command::Model(ModelCommand::Fetch(args)) => run_fetch(args, &cancel),
+        Some(Command::Analyze(args)) => run_analyze(args, &cancel),
+        Some(Command::Bench(args)) => bench::run(&args, &cancel),
+        Some(Command::BenchClip(args)) => bench::run_clip(&args, &cancel),
+        Some(Command::Search(args)) => run_search(args, &cancel),
+        Some(Command::Model(ModelCommand::Fetch(args))) => run_fetch(args, &cancel),
+        Some(Command::View(args)) => run_view(args),
+        Some(Command::InstallDesktop(args)) => run_install_desktop(args),
+        None => run_view(cli.view),
     };
     match result {
         Ok(code) => code,
@@ -317,6 +379,49 @@ fn run_fetch(args: FetchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> 
     )?;
     println!("CLIP weights ready in {}", dir.display());
     println!("`embedscope analyze FOLDER` now uses CLIP by default.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_view(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    let clip = args.clip.options()?;
+    let options = view::ViewOptions {
+        folder: args.folder,
+        analyze: AnalyzeOptions {
+            embedder: args
+                .embedder
+                .unwrap_or_else(|| EmbedderKind::default_for(&clip)),
+            clip,
+            reducer: args.reducer,
+            ..AnalyzeOptions::default()
+        },
+        screenshot: args.screenshot,
+        click_point: args.click_point,
+        print_selection: args.print_selection,
+        no_thumbnails: args.no_thumbnails,
+        zoom: args.zoom,
+        color_by: args.color_by,
+        bench: args.bench_points.map(|points| view::bench::BenchOptions {
+            points,
+            frames: args.bench_frames,
+            thumbnails: !args.bench_no_thumbnails,
+        }),
+    };
+    view::run(options)
+}
+
+fn run_install_desktop(args: InstallDesktopArgs) -> anyhow::Result<ExitCode> {
+    let data_home = match args.data_home {
+        Some(dir) => dir,
+        None => view::welcome::default_data_home()?,
+    };
+    let exe = std::env::current_exe()?;
+    let written = view::welcome::install_desktop_entry(&data_home, &exe)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "embedscope is now in the \"Open with\" menu of folders (log out and in if it does not show yet)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -489,6 +594,7 @@ impl ProgressSink for Bars {
                 }
                 None => eprintln!("warning: {text}"),
             },
+            ProgressEvent::LayoutPreview(_) => {}
         }
     }
 }

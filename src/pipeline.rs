@@ -49,6 +49,9 @@ pub struct AnalyzeOptions {
     pub batch_size: usize,
     /// Model, device and batch size for `--embedder clip`.
     pub clip: ClipOptions,
+    /// Also make an RGBA thumbnail of at most this many pixels a side for
+    /// every image (the viewer's billboards); `None` (the CLI): none.
+    pub thumbnail_size: Option<u32>,
 }
 
 impl Default for AnalyzeOptions {
@@ -65,6 +68,7 @@ impl Default for AnalyzeOptions {
             limits: DecodeLimits::default(),
             batch_size: 256,
             clip: ClipOptions::default(),
+            thumbnail_size: None,
         }
     }
 }
@@ -88,6 +92,27 @@ pub struct CacheStats {
     pub misses: usize,
 }
 
+/// A small RGBA copy of an image, made while it is decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thumbnail {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height` RGBA pixels, row-major, sRGB.
+    pub rgba: Vec<u8>,
+}
+
+impl Thumbnail {
+    /// Fits `image` into `size`×`size`, keeping its aspect ratio.
+    pub fn of(image: &image::DynamicImage, size: u32) -> Self {
+        let small = image.thumbnail(size, size).to_rgba8();
+        Self {
+            width: small.width(),
+            height: small.height(),
+            rgba: small.into_raw(),
+        }
+    }
+}
+
 /// Seconds per stage, keyed as in `report.json`.
 pub type Timings = BTreeMap<&'static str, f64>;
 
@@ -96,6 +121,8 @@ pub type Timings = BTreeMap<&'static str, f64>;
 pub struct EmbeddedFolder {
     pub root: PathBuf,
     pub images: Vec<ImageRecord>,
+    /// One per image when [`AnalyzeOptions::thumbnail_size`] was set, else empty.
+    pub thumbnails: Vec<Thumbnail>,
     pub embeddings: Embeddings,
     pub embedder_id: String,
     /// Which model on which device, for people.
@@ -197,6 +224,7 @@ pub fn embed_folder(
     };
 
     let mut images = Vec::with_capacity(scanned.files.len());
+    let mut thumbnails = Vec::new();
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
     // Two stages in flight: while the model embeds batch k on its own thread
@@ -224,12 +252,13 @@ pub fn embed_folder(
         let mut collect = |files: &[scan::ScannedFile], outcome: Vec<BatchResult>| {
             for (file, result) in files.iter().zip(outcome) {
                 match result {
-                    Ok((record, vector)) => {
+                    Ok((record, vector, thumbnail)) => {
                         images.push(ImageRecord {
                             relative: file.relative.clone(),
                             ..record
                         });
                         data.extend_from_slice(&vector);
+                        thumbnails.extend(thumbnail);
                     }
                     Err(reason) => skipped.push(Skipped {
                         path: file.relative.clone(),
@@ -259,6 +288,7 @@ pub fn embed_folder(
                         &embedder_id,
                         cache.as_ref(),
                         options.limits,
+                        options.thumbnail_size,
                     )?;
                     to_model
                         .send(std::mem::take(&mut prepared.inputs))
@@ -294,6 +324,7 @@ pub fn embed_folder(
     Ok(EmbeddedFolder {
         root: root.to_path_buf(),
         images,
+        thumbnails,
         embeddings: Embeddings::new(n, embedder.dim(), data),
         embedder_id,
         embedder_description: embedder.description(),
@@ -462,13 +493,14 @@ fn batches(
     out
 }
 
-type BatchResult = Result<(ImageRecord, Vec<f32>), String>;
+type BatchResult = Result<(ImageRecord, Vec<f32>, Option<Thumbnail>), String>;
 
 /// What happened to each file of a batch before the model ran.
+/// Thumbnails need the pixels, so with them on, cached images are decoded too.
 enum Prepared {
     Failed(String),
-    Cached(ContentHash),
-    Fresh(ContentHash, u32, u32),
+    Cached(ContentHash, Option<Thumbnail>),
+    Fresh(ContentHash, u32, u32, Option<Thumbnail>),
 }
 
 /// A batch read, hashed, looked up in the cache, decoded and preprocessed:
@@ -486,7 +518,9 @@ fn prepare_batch(
     embedder_id: &str,
     cache: Option<&EmbeddingCache>,
     limits: DecodeLimits,
+    thumbnail_size: Option<u32>,
 ) -> anyhow::Result<PreparedBatch> {
+    let thumbnail = |image: &image::DynamicImage| thumbnail_size.map(|s| Thumbnail::of(image, s));
     let read: Vec<Result<(Vec<u8>, ContentHash), String>> = batch
         .par_iter()
         .map(|file| {
@@ -507,10 +541,19 @@ fn prepare_batch(
         .into_par_iter()
         .map(|r| match r {
             Err(reason) => (Prepared::Failed(reason), None),
-            Ok((_, hash)) if cached.contains_key(&hash) => (Prepared::Cached(hash), None),
+            Ok((bytes, hash)) if cached.contains_key(&hash) => {
+                let thumb = match thumbnail_size {
+                    None => None,
+                    Some(_) => match decode::decode(&bytes, &limits) {
+                        Ok(image) => thumbnail(&image),
+                        Err(reason) => return (Prepared::Failed(reason), None),
+                    },
+                };
+                (Prepared::Cached(hash, thumb), None)
+            }
             Ok((bytes, hash)) => match decode::decode(&bytes, &limits) {
                 Ok(image) => (
-                    Prepared::Fresh(hash, image.width(), image.height()),
+                    Prepared::Fresh(hash, image.width(), image.height(), thumbnail(&image)),
                     Some(embedder.preprocess(&image)),
                 ),
                 Err(reason) => (Prepared::Failed(reason), None),
@@ -539,7 +582,7 @@ fn finish_batch(
     for p in batch.prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
-            Prepared::Cached(hash) => {
+            Prepared::Cached(hash, thumb) => {
                 let hit = &batch.cached[&hash];
                 stats.hits += 1;
                 let record = ImageRecord {
@@ -548,9 +591,9 @@ fn finish_batch(
                     width: hit.width,
                     height: hit.height,
                 };
-                Ok((record, hit.vector.clone()))
+                Ok((record, hit.vector.clone(), thumb))
             }
-            Prepared::Fresh(hash, width, height) => {
+            Prepared::Fresh(hash, width, height, thumb) => {
                 let vector = vectors
                     .next()
                     .ok_or_else(|| anyhow::anyhow!("the embedder returned too few vectors"))?;
@@ -562,7 +605,7 @@ fn finish_batch(
                     width,
                     height,
                 };
-                Ok((record, vector))
+                Ok((record, vector, thumb))
             }
         });
     }

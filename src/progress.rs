@@ -69,6 +69,9 @@ pub enum ProgressEvent {
     },
     /// Something the user should know about that does not stop the run.
     Warning(String),
+    /// A first 3D layout (the PCA that seeds UMAP and t-SNE), sent before the
+    /// slow optimisation starts, so a viewer can show points at once.
+    LayoutPreview(std::sync::Arc<Vec<crate::reduce::Point3>>),
 }
 
 /// Receives progress events; may be called from worker threads.

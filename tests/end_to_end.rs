@@ -417,8 +417,16 @@ fn planted_duplicates_are_found_with_precision_one() {
     assert_eq!(groups.len(), planted_from.len());
 }
 
+/// The binary under test. `EMBEDSCOPE_TEST_BIN` overrides it: worktrees that
+/// share one target folder overwrite each other's `target/debug/embedscope`.
+fn embedscope_bin() -> PathBuf {
+    std::env::var_os("EMBEDSCOPE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_embedscope")))
+}
+
 fn embedscope(args: &[&str], cache_dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_embedscope"))
+    Command::new(embedscope_bin())
         .args(args)
         .env("EMBEDSCOPE_CACHE_DIR", cache_dir)
         .output()
@@ -645,6 +653,40 @@ fn every_stage_reports_start_and_finish_in_order() {
         assert!(started < ended, "{stage:?}");
         assert!(a.timings.contains_key(stage.key()));
     }
+    // A viewer gets points before the optimiser runs: the PCA preview comes
+    // while the layout stage is running, one point per image.
+    let layout_started = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                ProgressEvent::Started {
+                    stage: Stage::Layout,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let layout_finished = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                ProgressEvent::Finished {
+                    stage: Stage::Layout,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let preview = events
+        .iter()
+        .position(|e| matches!(e, ProgressEvent::LayoutPreview(_)))
+        .expect("UMAP sends its PCA initialisation as a preview");
+    assert!(layout_started < preview && preview < layout_finished);
+    if let ProgressEvent::LayoutPreview(points) = &events[preview] {
+        assert_eq!(points.len(), a.folder.images.len());
+    }
     // The layout reports its epochs, so a progress bar can move.
     assert!(
         events.iter().any(
@@ -799,5 +841,207 @@ fn clip_from_the_command_line_embeds_caches_and_searches() {
         snapshot(data.path()),
         before,
         "the dataset folder was modified"
+    );
+}
+
+#[test]
+fn thumbnails_are_made_while_decoding_even_for_cached_images() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(2, data.path());
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = options(ReducerKind::Pca, cache.path());
+    // Off by default (the CLI needs none).
+    let plain = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
+    assert!(plain.folder.thumbnails.is_empty());
+    opts.thumbnail_size = Some(16);
+    let cached = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
+    assert_eq!(cached.folder.cache.misses, 0, "second run reads the cache");
+    assert_eq!(cached.folder.thumbnails.len(), cached.folder.images.len());
+    for t in &cached.folder.thumbnails {
+        // MNIST digits are 28×28: square thumbnails of the requested size.
+        assert_eq!((t.width, t.height), (16, 16));
+        assert_eq!(t.rgba.len(), 16 * 16 * 4);
+        assert!(t.rgba.iter().any(|&v| v > 128), "a digit has bright pixels");
+    }
+}
+
+/// The viewer under a virtual X server with Mesa's software Vulkan (lavapipe).
+fn viewer(args: &[&str], cache_dir: &Path) -> std::process::Output {
+    let xvfb = ["/usr/bin/xvfb-run", "/bin/xvfb-run"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "xvfb-run is needed for the viewer tests: apt-get install xvfb xauth libvulkan1 \
+             mesa-vulkan-drivers libxkbcommon-x11-0 (.ci/run installs them)",
+        );
+    let output = Command::new(xvfb)
+        .args(["-a", "-s", "-screen 0 1400x900x24"])
+        .arg(embedscope_bin())
+        .args(args)
+        .env("EMBEDSCOPE_CACHE_DIR", cache_dir)
+        .env("WGPU_BACKEND", "vulkan")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "viewer failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn viewer_screenshot_shows_the_point_cloud_and_the_panel() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(20, data.path());
+    let before = snapshot(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let png = work.path().join("shot.png");
+    viewer(
+        &[
+            "view",
+            data.path().to_str().unwrap(),
+            "--screenshot",
+            png.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    assert_eq!(
+        snapshot(data.path()),
+        before,
+        "the dataset folder is never written to"
+    );
+    let shot = image::open(&png).unwrap().to_rgb8();
+    assert!(
+        shot.width() >= 1280 && shot.height() >= 800,
+        "{:?}",
+        shot.dimensions()
+    );
+    let background = image::Rgb([18u8, 19, 23]);
+    let near = |a: &image::Rgb<u8>, b: &image::Rgb<u8>| {
+        a.0.iter().zip(b.0).all(|(x, y)| x.abs_diff(y) <= 6)
+    };
+    // The 3D view (left of the panel): mostly background, with coloured
+    // splats of several cluster colours.
+    let view_width = shot.width() - 420;
+    let mut background_pixels = 0usize;
+    let mut colours: HashMap<[u8; 3], usize> = HashMap::new();
+    for y in 0..shot.height() {
+        for x in 0..view_width {
+            let p = shot.get_pixel(x, y);
+            if near(p, &background) {
+                background_pixels += 1;
+            } else {
+                // Quantised, so anti-aliasing does not count as a colour.
+                *colours.entry(p.0.map(|v| v / 32)).or_default() += 1;
+            }
+        }
+    }
+    let view_pixels = (view_width * shot.height()) as usize;
+    assert!(
+        background_pixels > view_pixels / 2,
+        "the view is mostly background ({background_pixels} of {view_pixels})"
+    );
+    let drawn: usize = colours.values().sum();
+    assert!(
+        drawn > 2_000,
+        "points are drawn: {drawn} non-background pixels"
+    );
+    let distinct = colours.values().filter(|&&c| c > 100).count();
+    assert!(distinct >= 3, "points in several colours: {colours:?}");
+    // The panel (right): egui's panel fill differs from the 3D background, and
+    // its text makes many bright pixels.
+    let mut panel_bright = 0usize;
+    let mut panel_background = 0usize;
+    for y in 0..shot.height() {
+        for x in shot.width() - 360..shot.width() {
+            let p = shot.get_pixel(x, y);
+            if near(p, &background) {
+                panel_background += 1;
+            }
+            if p.0.iter().all(|&v| v > 150) {
+                panel_bright += 1;
+            }
+        }
+    }
+    assert!(
+        panel_bright > 500,
+        "the panel shows text: {panel_bright} bright pixels"
+    );
+    assert!(
+        panel_background < (360 * shot.height() as usize) / 10,
+        "the panel is not the 3D background"
+    );
+}
+
+#[test]
+fn viewer_click_on_a_point_selects_it() {
+    let data = tempfile::tempdir().unwrap();
+    copy_subset(10, data.path());
+    let work = tempfile::tempdir().unwrap();
+    let png = work.path().join("click.png");
+    let index = 37;
+    let out = viewer(
+        &[
+            "view",
+            data.path().to_str().unwrap(),
+            "--reducer",
+            "pca",
+            "--no-thumbnails",
+            "--click-point",
+            &index.to_string(),
+            "--print-selection",
+            "--screenshot",
+            png.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no selection printed: {stdout}"));
+    let selection: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(selection["selected"], index, "{selection}");
+    let path = selection["path"].as_str().unwrap();
+    assert!(data.path().join(path).is_file(), "{path}");
+    assert!(png.is_file());
+}
+
+#[test]
+fn cli_opens_the_viewer_without_taking_subcommand_names_for_folders() {
+    // `--help` of the bare command mentions the viewer and still lists the subcommands.
+    let work = tempfile::tempdir().unwrap();
+    let help = embedscope(&["--help"], work.path());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success());
+    for word in ["analyze", "bench", "view", "install-desktop", "[FOLDER]"] {
+        assert!(text.contains(word), "{word} missing from:\n{text}");
+    }
+    // A missing folder is refused before any window opens, with advice.
+    let missing = work.path().join("nope");
+    let run = embedscope(&[missing.to_str().unwrap()], work.path());
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("is not a folder"));
+    // install-desktop writes the entry where it is told.
+    let home = work.path().join("share");
+    let run = embedscope(
+        &["install-desktop", "--data-home", home.to_str().unwrap()],
+        work.path(),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let entry = std::fs::read_to_string(home.join("applications/embedscope.desktop")).unwrap();
+    assert!(entry.contains("MimeType=inode/directory;"));
+    assert!(
+        home.join("icons/hicolor/256x256/apps/embedscope.png")
+            .is_file()
     );
 }

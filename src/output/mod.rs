@@ -6,6 +6,7 @@
 //! - `report.json`: counts, skipped files, duplicate groups, clusters,
 //!   parameters and per-stage timings.
 
+pub mod duplicates;
 mod npy;
 mod report;
 

@@ -93,6 +93,14 @@ pub struct Layout {
     pub note: Option<String>,
 }
 
+/// Hands the PCA initialisation to the progress sink: it costs one copy and
+/// lets a viewer draw points while the optimiser runs.
+fn preview(init: &[Point3], progress: &dyn ProgressSink) {
+    progress.event(crate::progress::ProgressEvent::LayoutPreview(
+        std::sync::Arc::new(init.to_vec()),
+    ));
+}
+
 /// Runs `kind` on `embeddings`, with `knn` holding at least
 /// [`ReduceParams::neighbours_needed`] neighbours per point.
 pub fn reduce(
@@ -125,6 +133,7 @@ pub fn reduce(
         ))),
         ReducerKind::Umap => {
             let init = pca::project(embeddings, seed)?;
+            preview(&init, progress);
             let points = umap::umap(embeddings, knn, &init, &params.umap, seed, progress, cancel)?;
             Ok(Layout {
                 points,
@@ -135,6 +144,7 @@ pub fn reduce(
         }
         ReducerKind::Tsne => {
             let init = pca::project(embeddings, seed)?;
+            preview(&init, progress);
             let (points, note) = tsne::tsne(knn, &init, &params.tsne, progress, cancel)?;
             Ok(Layout {
                 points,

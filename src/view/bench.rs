@@ -1,0 +1,220 @@
+//! Frame-time benchmark (`embedscope view --bench-points N`): a synthetic map
+//! of N points in clusters, with thumbnails, is shown without running the
+//! pipeline; once it is on screen the camera turns a little every frame
+//! (so the billboards are re-chosen every frame, as when the user orbits)
+//! and the frame times are printed as JSON. Not a test: numbers depend on
+//! the machine.
+
+use std::sync::Arc;
+
+use bevy::prelude::*;
+
+use super::camera::{HomeView, Orbit, OrbitGoal, ViewCamera};
+use super::layout::Positions;
+use super::loading::Dataset;
+use super::state::ViewState;
+use super::thumbnails::{Atlas, THUMBNAIL_SIZE, ThumbnailsReady};
+use crate::Embeddings;
+use crate::analyze::Clusters;
+use crate::decode::ContentHash;
+use crate::neighbours::{KnnGraph, KnnMethod};
+use crate::pipeline::{Analysis, AnalyzeOptions, EmbeddedFolder, ImageRecord, Thumbnail};
+use crate::reduce::{Layout, ReducerKind};
+use crate::rng::Rng;
+
+/// Frames skipped before timing (pipeline compilation, first uploads, the
+/// camera moving in).
+const WARM_UP_FRAMES: usize = 10;
+
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    pub points: usize,
+    pub frames: usize,
+    pub thumbnails: bool,
+}
+
+pub struct BenchPlugin(pub BenchOptions);
+
+impl Plugin for BenchPlugin {
+    fn build(&self, app: &mut App) {
+        let o = self.0;
+        app.insert_resource(Dataset::shown(
+            "synthetic".into(),
+            Arc::new(synthetic_analysis(o.points, o.thumbnails, 7)),
+        ))
+        .insert_resource(Bench {
+            options: o,
+            seen: 0,
+            times: Vec::new(),
+            billboards: 0,
+        })
+        .add_systems(Startup, |mut state: ResMut<ViewState>| {
+            state.show_thumbnails = true;
+        })
+        .add_systems(Last, time_frames);
+    }
+}
+
+#[derive(Resource)]
+struct Bench {
+    options: BenchOptions,
+    seen: usize,
+    times: Vec<f64>,
+    billboards: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn time_frames(
+    time: Res<Time<Real>>,
+    mut bench: ResMut<Bench>,
+    positions: Res<Positions>,
+    ready: Res<ThumbnailsReady>,
+    atlas: Res<Atlas>,
+    mut camera: Single<(&Orbit, &mut OrbitGoal), With<ViewCamera>>,
+    home: Res<HomeView>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let (orbit, goal) = &mut *camera;
+    if !(positions.settled() && ready.0 && !positions.current.is_empty()) {
+        return;
+    }
+    if bench.seen == 0 {
+        // Close enough that the nearest points are drawn as images.
+        goal.0.distance = home.0.distance * 0.25;
+    }
+    bench.seen += 1;
+    if bench.seen > WARM_UP_FRAMES {
+        bench.times.push(time.delta_secs_f64() * 1000.0);
+    }
+    // Keep turning, as a user orbiting would.
+    goal.0 = Orbit {
+        yaw: orbit.yaw + 0.01,
+        ..goal.0
+    };
+    bench.billboards = bench
+        .billboards
+        .max(atlas.billboarded.iter().filter(|b| **b).count());
+    if bench.times.len() >= bench.options.frames {
+        let mut t = bench.times.clone();
+        t.sort_by(f64::total_cmp);
+        let mean = t.iter().sum::<f64>() / t.len() as f64;
+        println!(
+            "{}",
+            serde_json::json!({
+                "points": bench.options.points,
+                "thumbnails": bench.options.thumbnails,
+                "frames": t.len(),
+                "mean_ms": mean,
+                "median_ms": t[t.len() / 2],
+                "p95_ms": t[(t.len() * 95 / 100).min(t.len() - 1)],
+                "fps": 1000.0 / mean,
+                "billboards": bench.billboards,
+            })
+        );
+        exit.write(AppExit::Success);
+    }
+}
+
+/// `n` points in 12 Gaussian clusters, with small coloured thumbnails.
+pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
+    let mut rng = Rng::new(seed);
+    let clusters = 12;
+    let centres: Vec<[f32; 3]> = (0..clusters)
+        .map(|_| {
+            [
+                rng.normal_f32() * 6.0,
+                rng.normal_f32() * 6.0,
+                rng.normal_f32() * 6.0,
+            ]
+        })
+        .collect();
+    let mut points = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    let mut members = vec![Vec::new(); clusters];
+    for i in 0..n {
+        let c = i % clusters;
+        let p = centres[c];
+        points.push([
+            p[0] + rng.normal_f32(),
+            p[1] + rng.normal_f32(),
+            p[2] + rng.normal_f32(),
+        ]);
+        labels.push(c as i32);
+        members[c].push(i);
+    }
+    let images = (0..n)
+        .map(|i| ImageRecord {
+            relative: format!("c{}/{i:06}.png", i % clusters),
+            hash: ContentHash([0; 32]),
+            width: THUMBNAIL_SIZE,
+            height: THUMBNAIL_SIZE,
+        })
+        .collect();
+    let thumbs = if thumbnails {
+        (0..n)
+            .map(|i| synthetic_thumbnail(i, i % clusters))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let options = AnalyzeOptions::default();
+    Analysis {
+        folder: EmbeddedFolder {
+            root: "synthetic".into(),
+            images,
+            thumbnails: thumbs,
+            embeddings: Embeddings::new(n, 1, vec![1.0; n]),
+            embedder_id: "synthetic".into(),
+            embedder_description: "synthetic points (benchmark)".into(),
+            default_duplicate_threshold: 0.98,
+            skipped: Vec::new(),
+            warnings: Vec::new(),
+            hidden: 0,
+            cache: Default::default(),
+            timings: Default::default(),
+        },
+        knn: KnnGraph {
+            n,
+            k: 0,
+            indices: Vec::new(),
+            distances: Vec::new(),
+            method: KnnMethod::Exact,
+        },
+        layout: Layout {
+            points,
+            requested: ReducerKind::Umap,
+            used: ReducerKind::Umap,
+            note: None,
+        },
+        clusters: Clusters {
+            labels,
+            members,
+            min_cluster_size: 5,
+        },
+        duplicate_labels: vec![-1; n],
+        duplicates: Vec::new(),
+        duplicate_threshold: 0.98,
+        options,
+        timings: Default::default(),
+    }
+}
+
+fn synthetic_thumbnail(i: usize, cluster: usize) -> Thumbnail {
+    let s = THUMBNAIL_SIZE as usize;
+    let colour = super::state::palette(cluster as i32).to_srgba();
+    let base = [colour.red, colour.green, colour.blue].map(|v| (v * 255.0) as u8);
+    let mut rgba = Vec::with_capacity(s * s * 4);
+    for y in 0..s {
+        for x in 0..s {
+            // A stripe pattern that differs per image, to see the atlas works.
+            let on = ((x + y + i) / 8).is_multiple_of(2);
+            let v = if on { base } else { base.map(|c| c / 3) };
+            rgba.extend_from_slice(&[v[0], v[1], v[2], 255]);
+        }
+    }
+    Thumbnail {
+        width: THUMBNAIL_SIZE,
+        height: THUMBNAIL_SIZE,
+        rgba,
+    }
+}

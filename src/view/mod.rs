@@ -1,0 +1,143 @@
+//! The viewer: a Bevy window that runs the library pipeline in the background
+//! and shows its result as an orbitable 3D point cloud with egui panels.
+//!
+//! One plugin per concern, in the order the data flows:
+//! [`loading`] (background pipeline + progress) → [`layout`] (positions shown,
+//! animated from the PCA preview to the final layout) → [`points`] (instanced
+//! splats) and [`thumbnails`] (billboards) → [`camera`] (orbit) → [`picking`]
+//! (hover, select) → [`panels`] (egui) → [`welcome`] (no folder yet) →
+//! [`script`] (the `--screenshot` / `--click-point` hooks the tests drive).
+//! The viewer reads pipeline results and never computes them.
+
+pub mod bench;
+pub mod camera;
+pub mod layout;
+pub mod loading;
+pub mod panels;
+pub mod picking;
+pub mod points;
+pub mod script;
+pub mod state;
+pub mod thumbnails;
+pub mod welcome;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bevy::prelude::*;
+use bevy::render::RenderPlugin;
+use bevy::render::settings::{Backends, RenderCreation, WgpuSettings};
+use bevy::window::WindowResolution;
+use bevy::winit::WinitSettings;
+
+use crate::pipeline::AnalyzeOptions;
+
+/// What the command line asked the viewer to do.
+#[derive(Clone, Debug, Default)]
+pub struct ViewOptions {
+    /// Open this folder at once; `None`: the welcome screen.
+    pub folder: Option<PathBuf>,
+    pub analyze: AnalyzeOptions,
+    /// Save a PNG once the layout and thumbnails are ready, then exit.
+    pub screenshot: Option<PathBuf>,
+    /// Test hook: click the projected position of this point once ready.
+    pub click_point: Option<usize>,
+    /// Test hook: print the selection as JSON on stdout before exiting.
+    pub print_selection: bool,
+    /// Script hook: scale the camera distance by this once the map is shown.
+    pub zoom: Option<f32>,
+    /// Start colouring points by this.
+    pub color_by: state::ColorBy,
+    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    pub no_thumbnails: bool,
+    /// Show a synthetic map instead of a folder and print frame times.
+    pub bench: Option<bench::BenchOptions>,
+}
+
+/// Opens the window and runs until it is closed (or the script exits it).
+pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
+    // The billboards and the panel show thumbnails made while decoding.
+    if !options.no_thumbnails {
+        options.analyze.thumbnail_size = Some(thumbnails::THUMBNAIL_SIZE);
+    }
+    if let Some(folder) = &options.folder {
+        anyhow::ensure!(
+            folder.is_dir(),
+            "{} is not a folder: give the folder that holds your images",
+            folder.display()
+        );
+    }
+    // Vulkan/Metal/DX12 first: the GL backend panics choosing a present mode
+    // under Xvfb (bevyengine/bevy#24756). WGPU_BACKEND still overrides.
+    let backends = Some(Backends::from_env().unwrap_or(Backends::PRIMARY));
+    let scripted =
+        options.screenshot.is_some() || options.click_point.is_some() || options.bench.is_some();
+    let mut app = App::new();
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title: window_title(options.folder.as_deref()),
+                    resolution: WindowResolution::new(1280, 800),
+                    ..default()
+                }),
+                ..default()
+            })
+            .set(RenderPlugin {
+                render_creation: RenderCreation::Automatic(Box::new(WgpuSettings {
+                    backends,
+                    ..default()
+                })),
+                // A scripted run must not shoot before the splat pipeline is
+                // compiled; interactive runs compile in the background.
+                synchronous_pipeline_compilation: scripted,
+                ..default()
+            }),
+    )
+    // Redraw continuously while scripted (the hooks count frames); otherwise
+    // the default game loop keeps animations and progress bars moving.
+    .insert_resource(if scripted {
+        WinitSettings::continuous()
+    } else {
+        WinitSettings::game()
+    })
+    .insert_resource(ClearColor(Color::srgb(0.07, 0.075, 0.09)))
+    .add_plugins(bevy_egui::EguiPlugin::default())
+    // The panel gets its own camera (see camera.rs), not the 3D one.
+    .insert_resource(bevy_egui::EguiGlobalSettings {
+        auto_create_primary_context: false,
+        ..default()
+    })
+    .add_plugins((
+        state::StatePlugin {
+            color_by: options.color_by,
+        },
+        loading::LoadingPlugin {
+            folder: options.folder.clone(),
+            options: options.analyze.clone(),
+        },
+        layout::LayoutPlugin,
+        points::PointsPlugin,
+        thumbnails::ThumbnailsPlugin,
+        camera::CameraPlugin,
+        picking::PickingPlugin,
+        panels::PanelsPlugin,
+        welcome::WelcomePlugin,
+        script::ScriptPlugin::from(&options),
+    ));
+    if let Some(bench) = options.bench {
+        app.add_plugins(bench::BenchPlugin(bench));
+    }
+    let exit = app.run();
+    Ok(match exit {
+        AppExit::Success => ExitCode::SUCCESS,
+        AppExit::Error(code) => ExitCode::from(code.get()),
+    })
+}
+
+pub(crate) fn window_title(folder: Option<&std::path::Path>) -> String {
+    match folder {
+        Some(folder) => format!("embedscope — {}", folder.display()),
+        None => "embedscope".to_owned(),
+    }
+}
