@@ -1013,6 +1013,25 @@ fn viewer_click_on_a_point_selects_it() {
 }
 
 #[test]
+fn viewer_on_a_folder_without_images_still_opens_and_settles() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("notes.txt"), b"not an image").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let png = work.path().join("empty.png");
+    // The script waits for the analysis to be shown: an empty result must
+    // count as shown (no points to move, no thumbnails to wait for).
+    viewer(
+        &[
+            data.path().to_str().unwrap(),
+            "--screenshot",
+            png.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    assert!(png.is_file());
+}
+
+#[test]
 fn cli_opens_the_viewer_without_taking_subcommand_names_for_folders() {
     // `--help` of the bare command mentions the viewer and still lists the subcommands.
     let work = tempfile::tempdir().unwrap();

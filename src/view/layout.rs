@@ -47,7 +47,8 @@ pub struct Positions {
 
 impl Positions {
     pub fn settled(&self) -> bool {
-        self.progress >= 1.0
+        // An empty folder has nothing to move.
+        self.progress >= 1.0 || self.to.is_empty()
     }
 
     /// Where a point ends up once the transition is over.

@@ -140,7 +140,7 @@ struct ExportState {
 #[allow(clippy::too_many_arguments)]
 fn side_panel(
     mut contexts: EguiContexts,
-    mut dataset: ResMut<Dataset>,
+    dataset: Res<Dataset>,
     mut state: ResMut<ViewState>,
     mut duplicates: ResMut<Duplicates>,
     mut settings: ResMut<Settings>,
@@ -167,6 +167,7 @@ fn side_panel(
     }
     let mut view = state.clone();
     let mut rerun = false;
+    let mut regrouped = false;
     let mut ui = egui::Ui::new(
         ctx.clone(),
         "embedscope-panel".into(),
@@ -182,7 +183,7 @@ fn side_panel(
         .show(&mut ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 header(ui, &dataset, &dialog);
-                progress_section(ui, &mut dataset);
+                progress_section(ui, &dataset);
                 let Some(analysis) = dataset.analysis.clone() else {
                     return;
                 };
@@ -210,18 +211,23 @@ fn side_panel(
                     &positions,
                     &mut textures,
                 );
-                duplicates_section(
+                // Only a regrouping marks the duplicates changed (which
+                // recolours every point), not each frame the panel is drawn.
+                regrouped = duplicates_section(
                     ui,
                     &ctx,
                     &mut view,
                     &analysis,
-                    &mut duplicates,
+                    duplicates.bypass_change_detection(),
                     &mut textures,
                     &exports,
                 );
                 rerun = layout_section(ui, &mut settings, dataset.running());
             });
         });
+    if regrouped {
+        duplicates.set_changed();
+    }
     let panel_width = panel.response.rect.width();
     set_viewport(cam, &window, panel_width);
     hover_label(&ctx, &dataset, &view);
@@ -301,7 +307,7 @@ fn header(ui: &mut egui::Ui, dataset: &Dataset, dialog: &FolderDialog) {
     ui.separator();
 }
 
-fn progress_section(ui: &mut egui::Ui, dataset: &mut Dataset) {
+fn progress_section(ui: &mut egui::Ui, dataset: &Dataset) {
     egui::CollapsingHeader::new("Progress")
         .id_salt("progress")
         .default_open(true)
@@ -355,6 +361,7 @@ fn problems_section(ui: &mut egui::Ui, a: &Analysis, warnings: &[String]) {
     if !f.skipped.is_empty() {
         egui::CollapsingHeader::new(format!("Skipped files ({})", f.skipped.len()))
             .id_salt("skipped")
+            .default_open(f.images.is_empty())
             .show(ui, |ui| {
                 egui::ScrollArea::vertical()
                     .id_salt("skipped-list")
@@ -668,7 +675,8 @@ fn duplicates_section(
     duplicates: &mut Duplicates,
     textures: &mut PanelTextures,
     exports: &Exports,
-) {
+) -> bool {
+    let mut regrouped = false;
     egui::CollapsingHeader::new(format!("Duplicates ({} groups)", duplicates.groups.len()))
         .id_salt("duplicates")
         .default_open(view.color_by == ColorBy::Duplicates)
@@ -680,6 +688,7 @@ fn duplicates_section(
                 let hashes: Vec<_> = a.folder.images.iter().map(|r| r.hash).collect();
                 let (labels, groups) = crate::analyze::find_duplicates(&a.folder.embeddings, &a.knn, &hashes, threshold);
                 *duplicates = Duplicates { threshold, labels, groups };
+                regrouped = true;
             }
             ui.weak("Only the files' nearest neighbours are compared. embedscope never deletes or moves a file: export a list and decide.");
             let state = exports.0.lock().unwrap();
@@ -725,6 +734,7 @@ fn duplicates_section(
                 }
             });
         });
+    regrouped
 }
 
 fn start_export(

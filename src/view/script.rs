@@ -22,6 +22,9 @@ use super::thumbnails::ThumbnailsReady;
 
 /// Frames to let a new state reach the screen (instance upload, egui layout).
 const SETTLE_FRAMES: u32 = 3;
+/// A scripted run that is still waiting after this long is stuck: it says so
+/// and fails instead of hanging a test run (a guard, not a time limit).
+const GIVE_UP_SECONDS: f64 = 900.0;
 /// Camera distance from the point `--click-point` clicks.
 const CLICK_DISTANCE: f32 = 0.3;
 
@@ -93,7 +96,17 @@ fn run_script(
     mut cursor_moves: MessageWriter<CursorMoved>,
     mut buttons: MessageWriter<MouseButtonInput>,
     mut exit: MessageWriter<AppExit>,
+    time: Res<Time<Real>>,
 ) {
+    if time.elapsed_secs_f64() > GIVE_UP_SECONDS && script.step != Step::WaitForCapture {
+        eprintln!(
+            "embedscope: the scripted run was still at {:?} after {GIVE_UP_SECONDS} s; giving up",
+            script.step
+        );
+        exit.write(AppExit::error());
+        script.step = Step::WaitForCapture;
+        return;
+    }
     let (window_entity, window) = &mut *window;
     let (cam, transform, orbit, goal) = &mut *camera;
     script.step = match script.step {

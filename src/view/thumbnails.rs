@@ -114,7 +114,8 @@ pub struct Atlas {
     /// Packing runs on a worker thread: 100k thumbnails are 1.6 GB to copy.
     packing: Option<Arc<Mutex<Option<Packed>>>>,
     slots: Vec<Slot>,
-    pages: Vec<(Handle<Mesh>, Entity)>,
+    /// Per page: its billboard mesh, its entity, whether it holds quads now.
+    pages: Vec<(Handle<Mesh>, Entity, bool)>,
     /// Per point: drawn as a billboard now (picking then uses its size).
     pub billboarded: Vec<bool>,
     /// The view the billboards were last placed for.
@@ -136,7 +137,7 @@ fn pack_atlas(
     let analysis: Option<&Arc<Analysis>> = dataset.analysis.as_ref();
     let source = analysis.map_or(0, |a| Arc::as_ptr(a) as usize);
     if source != atlas.source {
-        for (_, entity) in atlas.pages.drain(..) {
+        for (_, entity, _) in atlas.pages.drain(..) {
             commands.entity(entity).despawn();
         }
         *atlas = Atlas {
@@ -197,7 +198,7 @@ fn pack_atlas(
                 NoFrustumCulling,
             ))
             .id();
-        atlas.pages.push((mesh, entity));
+        atlas.pages.push((mesh, entity, false));
     }
 }
 
@@ -319,7 +320,13 @@ fn place_billboards(
         }
         idx.extend([base, base + 1, base + 2, base, base + 2, base + 3]);
     }
-    for ((mesh, entity), (p, uv, idx)) in atlas.pages.iter().zip(per_page) {
+    for ((mesh, entity, filled), (p, uv, idx)) in atlas.pages.iter_mut().zip(per_page) {
+        // Most pages hold no billboard most of the time: leave those alone
+        // rather than upload an empty mesh per page every frame.
+        if p.is_empty() && !*filled {
+            continue;
+        }
+        *filled = !p.is_empty();
         if let Ok(mut vis) = visibility.get_mut(*entity) {
             *vis = if p.is_empty() {
                 Visibility::Hidden
@@ -327,7 +334,7 @@ fn place_billboards(
                 Visibility::Visible
             };
         }
-        if let Some(mut m) = meshes.get_mut(mesh) {
+        if let Some(mut m) = meshes.get_mut(mesh.id()) {
             *m = billboard_mesh(&p, &uv, &idx);
         }
     }
