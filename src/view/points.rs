@@ -176,7 +176,10 @@ impl Look<'_> {
             return (0.0, [0.0; 4]);
         }
         if s.selected == Some(i) {
-            return (s.splat_size * 2.2, [1.0, 0.85, 0.1, 1.0]);
+            // Big enough to show as a yellow halo around its thumbnail
+            // billboard when it has one.
+            let radius = (s.splat_size * 2.2).max(super::thumbnails::BILLBOARD_HALF * 1.3);
+            return (radius, [1.0, 0.85, 0.1, 1.0]);
         }
         if s.hovered == Some(i) {
             return (s.splat_size * 1.8, [1.0, 1.0, 1.0, 1.0]);
