@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::embed::EmbedderKind;
 use crate::embed::clip::{ClipTextEncoder, ComputeDevice, ModelDir};
-use crate::pipeline::{AnalyzeOptions, embed_folder};
+use crate::embed::{ClipOptions, EmbedderKind};
+use crate::pipeline::{AnalyzeOptions, EmbeddedFolder, embed_folder};
 use crate::progress::{CancelToken, ProgressSink};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,23 +42,119 @@ pub fn search_folder(
     let tokens = model.tokenizer()?.encode(query)?;
     let text = encoder.embed(&[query])?.remove(0);
     let folder = embed_folder(root, options, progress, cancel)?;
-    let mut matches: Vec<SearchHit> = folder
-        .images
-        .iter()
-        .zip(folder.embeddings.rows())
-        .map(|(image, row)| SearchHit {
-            relative: image.relative.clone(),
-            score: crate::dot(row, &text),
+    let matches = rank(&folder, &text, k)
+        .into_iter()
+        .map(|(i, score)| SearchHit {
+            relative: folder.images[i].relative.clone(),
+            score,
         })
         .collect();
-    matches.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.relative.cmp(&b.relative))
-    });
-    matches.truncate(k);
     Ok(SearchResult {
         matches,
         query_truncated: tokens.truncated,
     })
+}
+
+/// The `k` images of an already embedded folder closest to `query` (the
+/// viewer's text search): (row, cosine), best first. The folder must have been
+/// embedded by the same CLIP model, or the cosines would mean nothing.
+pub fn rank_by_text(
+    folder: &EmbeddedFolder,
+    clip: &ClipOptions,
+    query: &str,
+    k: usize,
+) -> anyhow::Result<Vec<(usize, f32)>> {
+    let model = ModelDir::open(&clip.find_model()?)?;
+    let expected = format!("clip-{}", model.fingerprint);
+    anyhow::ensure!(
+        folder.embedder_id == expected,
+        "this map was embedded with {}, not with the CLIP model in {}: choose the CLIP \
+         embedder and re-run the layout first",
+        folder.embedder_id,
+        model.dir.display()
+    );
+    let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(clip.device)?)?;
+    let text = encoder.embed(&[query])?.remove(0);
+    Ok(rank(folder, &text, k))
+}
+
+/// Rows by cosine to `text`, best first; ties by path so the order is stable.
+fn rank(folder: &EmbeddedFolder, text: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut scored: Vec<(usize, f32)> = folder
+        .embeddings
+        .rows()
+        .enumerate()
+        .map(|(i, row)| (i, crate::dot(row, text)))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.1.total_cmp(&a.1).then_with(|| {
+            folder.images[a.0]
+                .relative
+                .cmp(&folder.images[b.0].relative)
+        })
+    });
+    scored.truncate(k);
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::CacheMode;
+    use crate::progress::NoProgress;
+
+    #[test]
+    fn ranks_an_embedded_folder_by_text_and_refuses_another_model() {
+        let fixtures =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
+        let clip = ClipOptions {
+            model: Some(fixtures.join("tiny")),
+            device: crate::embed::DeviceChoice::Cpu,
+            batch: None,
+        };
+        let options = AnalyzeOptions {
+            embedder: EmbedderKind::Clip,
+            clip: clip.clone(),
+            cache: CacheMode::Off,
+            ..AnalyzeOptions::default()
+        };
+        let folder = embed_folder(
+            &fixtures.join("images"),
+            &options,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let ranked = rank_by_text(&folder, &clip, "a photo of a cat", 3).unwrap();
+        assert_eq!(ranked.len(), 3);
+        assert!(ranked[0].1 >= ranked[1].1 && ranked[1].1 >= ranked[2].1);
+        // The same order as the whole folder scored one by one.
+        let encoder = ClipTextEncoder::load(
+            &ModelDir::open(&fixtures.join("tiny")).unwrap(),
+            ComputeDevice::cpu(),
+        )
+        .unwrap();
+        let text = encoder.embed(&["a photo of a cat"]).unwrap().remove(0);
+        let best = (0..folder.images.len())
+            .max_by(|&a, &b| {
+                crate::dot(folder.embeddings.row(a), &text)
+                    .total_cmp(&crate::dot(folder.embeddings.row(b), &text))
+            })
+            .unwrap();
+        assert_eq!(ranked[0].0, best);
+
+        let pixels = AnalyzeOptions {
+            cache: CacheMode::Off,
+            ..AnalyzeOptions::default()
+        };
+        let other = embed_folder(
+            &fixtures.join("images"),
+            &pixels,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        let err = rank_by_text(&other, &clip, "a cat", 3).unwrap_err();
+        assert!(format!("{err:#}").contains("choose the CLIP"), "{err:#}");
+    }
 }

@@ -36,6 +36,7 @@ impl Plugin for PanelsPlugin {
         app.init_resource::<PanelTextures>()
             .init_resource::<SelectedImage>()
             .init_resource::<Exports>()
+            .init_resource::<TextSearch>()
             .add_systems(Update, load_selected_image)
             .add_systems(EguiPrimaryContextPass, side_panel);
     }
@@ -137,6 +138,113 @@ struct ExportState {
     message: Option<String>,
 }
 
+/// The CLIP text query: run by the library's `rank_by_text` on a thread.
+#[derive(Resource, Default, Clone)]
+struct TextSearch(Arc<Mutex<TextSearchState>>);
+
+#[derive(Default)]
+struct TextSearchState {
+    /// The analysis the results belong to.
+    source: usize,
+    query: String,
+    busy: bool,
+    message: Option<String>,
+    results: Vec<(usize, f32)>,
+    matches: Option<Arc<std::collections::HashSet<usize>>>,
+}
+
+/// Images ranked by a text query, best first.
+const TEXT_MATCHES: usize = 50;
+
+fn text_search_section(
+    ui: &mut egui::Ui,
+    view: &mut ViewState,
+    a: &Arc<Analysis>,
+    search: &TextSearch,
+) {
+    let mut s = search.0.lock().unwrap();
+    let source = Arc::as_ptr(a) as usize;
+    if s.source != source {
+        // A new map: old results point at other images.
+        s.source = source;
+        s.results.clear();
+        s.matches = None;
+        s.message = None;
+    }
+    let clip = a.folder.embedder_id.starts_with("clip-");
+    ui.horizontal(|ui| {
+        ui.label("Text");
+        let edit = ui.add_enabled(
+            clip && !s.busy,
+            egui::TextEdit::singleline(&mut s.query).hint_text("a photo of a dog"),
+        );
+        let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        let find = ui
+            .add_enabled(
+                clip && !s.busy && !s.query.trim().is_empty(),
+                egui::Button::new("Find"),
+            )
+            .clicked();
+        if (find || enter) && clip && !s.busy && !s.query.trim().is_empty() {
+            s.busy = true;
+            s.message = None;
+            let (analysis, query, shared) = (a.clone(), s.query.clone(), search.0.clone());
+            std::thread::spawn(move || {
+                let result = crate::search::rank_by_text(
+                    &analysis.folder,
+                    &analysis.options.clip,
+                    &query,
+                    TEXT_MATCHES,
+                );
+                let mut s = shared.lock().unwrap();
+                s.busy = false;
+                if s.source != Arc::as_ptr(&analysis) as usize {
+                    return; // the map changed meanwhile
+                }
+                match result {
+                    Ok(results) => {
+                        s.matches = Some(Arc::new(results.iter().map(|r| r.0).collect()));
+                        s.results = results;
+                    }
+                    Err(err) => s.message = Some(format!("{err:#}")),
+                }
+            });
+        }
+    });
+    if !clip {
+        ui.label(
+            "Text search needs the CLIP embedder: `embedscope model fetch`, then choose \
+             CLIP under Layout and Re-run.",
+        );
+    }
+    if s.busy {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("embedding the text…");
+        });
+    }
+    if let Some(message) = &s.message {
+        ui.colored_label(egui::Color32::from_rgb(230, 120, 100), message);
+    }
+    if !s.results.is_empty() {
+        ui.label(format!(
+            "best {} matches highlighted; click one to select it",
+            s.results.len()
+        ));
+        for &(i, score) in s.results.iter().take(10) {
+            let name = a.folder.images.get(i).map_or("", |r| r.relative.as_str());
+            if ui.link(format!("{score:.3}  {name}")).clicked() {
+                view.selected = Some(i);
+            }
+        }
+        if ui.button("Clear text search").clicked() {
+            s.results.clear();
+            s.matches = None;
+        }
+    }
+    view.text_matches = s.matches.clone();
+}
+
 #[allow(clippy::too_many_arguments)]
 fn side_panel(
     mut contexts: EguiContexts,
@@ -151,7 +259,7 @@ fn side_panel(
     classes: Res<Classes>,
     positions: Res<Positions>,
     dialog: Res<FolderDialog>,
-    exports: Res<Exports>,
+    (exports, text_search): (Res<Exports>, Res<TextSearch>),
     window: Single<&Window, With<PrimaryWindow>>,
     mut camera: Single<(&mut Camera, &Orbit, &mut OrbitGoal), With<ViewCamera>>,
     home: Res<HomeView>,
@@ -192,6 +300,7 @@ fn side_panel(
                     return;
                 }
                 view_section(ui, &mut view, goal, &home, &analysis, &classes, &duplicates);
+                text_search_section(ui, &mut view, &analysis, &text_search);
                 selection_section(
                     ui,
                     &ctx,
@@ -796,8 +905,17 @@ fn layout_section(ui: &mut egui::Ui, settings: &mut Settings, running: bool) -> 
             ui.horizontal(|ui| {
                 ui.label("Embedder");
                 ui.selectable_value(&mut o.embedder, EmbedderKind::Pixels, "pixels");
-                ui.selectable_value(&mut o.embedder, EmbedderKind::Clip, "CLIP")
-                    .on_hover_text("Needs the CLIP weights; if they are missing the run says how to get them");
+                // Offered when its weights are there (two file checks a frame).
+                match o.clip.find_model() {
+                    Ok(dir) => {
+                        ui.selectable_value(&mut o.embedder, EmbedderKind::Clip, "CLIP")
+                            .on_hover_text(format!("weights in {}", dir.display()));
+                    }
+                    Err(err) => {
+                        ui.add_enabled(false, egui::Button::new("CLIP"))
+                            .on_disabled_hover_text(format!("{err:#}"));
+                    }
+                }
             });
             ui.weak("Embeddings come from the cache when they were computed before: only the layout is redone.");
             rerun = ui.add_enabled(!running, egui::Button::new("Re-run")).clicked();

@@ -200,6 +200,9 @@ impl Look<'_> {
         if let Some(paths) = &self.paths {
             dim |= !paths[i].contains(&s.filter.to_lowercase());
         }
+        if let Some(matches) = &s.text_matches {
+            dim |= !matches.contains(&i);
+        }
         let mut c = base.to_linear().to_f32_array();
         if dim {
             for v in &mut c[..3] {

@@ -83,6 +83,8 @@ pub struct ViewState {
     pub hidden_clusters: HashSet<i32>,
     /// Case-insensitive substring of the relative path; non-matching points dim.
     pub filter: String,
+    /// The images a CLIP text query matched; the others dim.
+    pub text_matches: Option<std::sync::Arc<HashSet<usize>>>,
     pub show_thumbnails: bool,
 }
 
@@ -96,6 +98,7 @@ impl Default for ViewState {
             highlighted_cluster: None,
             hidden_clusters: HashSet::new(),
             filter: String::new(),
+            text_matches: None,
             show_thumbnails: true,
         }
     }

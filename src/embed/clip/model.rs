@@ -336,19 +336,20 @@ impl SelfAttention {
                 is_causal: self.causal,
             },
         );
-        let context = context.swap_dims(1, 2).reshape([batch, seq, width]);
-        self.out_proj.forward(context)
+        let context = context.swap_dims(1, 2).reshape([batch * seq, width]);
+        self.out_proj.forward(context).reshape([batch, seq, width])
     }
 }
 
 impl Mlp {
     fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let hidden = self.fc1.forward(hidden);
+        let [batch, seq, width] = hidden.dims();
+        let hidden = self.fc1.forward(hidden.reshape([batch * seq, width]));
         let hidden = if self.quick_gelu {
             hidden.clone() * sigmoid(hidden * 1.702)
         } else {
             gelu(hidden)
         };
-        self.fc2.forward(hidden)
+        self.fc2.forward(hidden).reshape([batch, seq, width])
     }
 }
