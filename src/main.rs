@@ -65,7 +65,29 @@ struct FetchArgs {
     dir: Option<PathBuf>,
 }
 
-/// CLIP's knobs, shared by `analyze` and `search`.
+/// The embedder and CLIP's knobs, shared by `analyze` and `view`.
+#[derive(Args)]
+struct EmbeddingArgs {
+    /// How images become vectors [default: clip when its weights are installed
+    /// or given with --model, else pixels].
+    #[arg(long, value_enum)]
+    embedder: Option<EmbedderKind>,
+    #[command(flatten)]
+    clip: ClipArgs,
+}
+
+impl EmbeddingArgs {
+    /// The embedder to use, and CLIP's options.
+    fn resolve(&self) -> anyhow::Result<(EmbedderKind, ClipOptions)> {
+        let clip = self.clip.options()?;
+        let kind = self
+            .embedder
+            .unwrap_or_else(|| EmbedderKind::default_for(&clip));
+        Ok((kind, clip))
+    }
+}
+
+/// CLIP's knobs, shared by `analyze`, `view` and `search`.
 #[derive(Args, Clone)]
 struct ClipArgs {
     /// A Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json)
@@ -113,12 +135,8 @@ struct SearchArgs {
 struct ViewArgs {
     /// The dataset folder (read only: nothing is ever written into it).
     folder: Option<PathBuf>,
-    /// How images become vectors [default: clip when its weights are installed
-    /// or given with --model, else pixels].
-    #[arg(long, value_enum)]
-    embedder: Option<EmbedderKind>,
     #[command(flatten)]
-    clip: ClipArgs,
+    embedding: EmbeddingArgs,
     /// How vectors become a 3D layout.
     #[arg(long, value_enum, default_value_t = ReducerKind::Umap)]
     reducer: ReducerKind,
@@ -162,12 +180,8 @@ struct InstallDesktopArgs {
 struct AnalyzeArgs {
     /// The dataset folder (read only: nothing is ever written into it).
     folder: PathBuf,
-    /// How images become vectors [default: clip when its weights are installed
-    /// or given with --model, else pixels].
-    #[arg(long, value_enum)]
-    embedder: Option<EmbedderKind>,
     #[command(flatten)]
-    clip: ClipArgs,
+    embedding: EmbeddingArgs,
     /// How vectors become a 3D layout.
     #[arg(long, value_enum, default_value_t = ReducerKind::Umap)]
     reducer: ReducerKind,
@@ -255,11 +269,9 @@ fn run_analyze(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCo
     if args.folder.is_dir() {
         output::check_output_dir(&out, &args.folder)?;
     }
-    let clip = args.clip.options()?;
+    let (embedder, clip) = args.embedding.resolve()?;
     let mut options = AnalyzeOptions {
-        embedder: args
-            .embedder
-            .unwrap_or_else(|| EmbedderKind::default_for(&clip)),
+        embedder,
         clip,
         reducer: args.reducer,
         knn: args.knn,
@@ -383,13 +395,11 @@ fn run_fetch(args: FetchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> 
 }
 
 fn run_view(args: ViewArgs) -> anyhow::Result<ExitCode> {
-    let clip = args.clip.options()?;
+    let (embedder, clip) = args.embedding.resolve()?;
     let options = view::ViewOptions {
         folder: args.folder,
         analyze: AnalyzeOptions {
-            embedder: args
-                .embedder
-                .unwrap_or_else(|| EmbedderKind::default_for(&clip)),
+            embedder,
             clip,
             reducer: args.reducer,
             ..AnalyzeOptions::default()

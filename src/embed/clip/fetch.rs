@@ -276,6 +276,10 @@ mod tests {
         address
     }
 
+    fn fetch_quietly(source: &ModelSource, endpoint: &str, dir: &Path) -> anyhow::Result<()> {
+        fetch_model(source, endpoint, dir, &|_, _, _| {}, &CancelToken::new())
+    }
+
     fn fixture_source() -> (PathBuf, ModelSource) {
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip");
         let manifest: serde_json::Value =
@@ -349,14 +353,7 @@ mod tests {
         source.files[3].sha256 = Some("0".repeat(64));
         let endpoint = serve(root, false);
         let out = tempfile::tempdir().unwrap();
-        let err = fetch_model(
-            &source,
-            &endpoint,
-            out.path(),
-            &|_, _, _| {},
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let err = fetch_quietly(&source, &endpoint, out.path()).unwrap_err();
         assert!(format!("{err:#}").contains("expected 0000"), "{err:#}");
         assert!(!out.path().join("model.safetensors").exists());
         let leftovers: Vec<_> = std::fs::read_dir(out.path())
@@ -375,26 +372,12 @@ mod tests {
         }
         let out = tempfile::tempdir().unwrap();
         let endpoint = serve(root.clone(), true);
-        fetch_model(
-            &source,
-            &endpoint,
-            out.path(),
-            &|_, _, _| {},
-            &CancelToken::new(),
-        )
-        .unwrap();
+        fetch_quietly(&source, &endpoint, out.path()).unwrap();
         assert!(installed_model(out.path()).is_some());
 
         let bare = serve(root, false);
         let out = tempfile::tempdir().unwrap();
-        let err = fetch_model(
-            &source,
-            &bare,
-            out.path(),
-            &|_, _, _| {},
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let err = fetch_quietly(&source, &bare, out.path()).unwrap_err();
         assert!(format!("{err:#}").contains("unverified"), "{err:#}");
     }
 
@@ -404,14 +387,7 @@ mod tests {
         source.files[0].name = "no-such-file.json".into();
         let endpoint = serve(root, false);
         let out = tempfile::tempdir().unwrap();
-        let err = fetch_model(
-            &source,
-            &endpoint,
-            out.path(),
-            &|_, _, _| {},
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let err = fetch_quietly(&source, &endpoint, out.path()).unwrap_err();
         let message = format!("{err:#}");
         assert!(
             message.contains("no-such-file.json") && message.contains("404"),

@@ -76,17 +76,7 @@ impl ModelDir {
                 config.vision().map(|v| v.image_size as u32).unwrap_or(224),
             ),
         };
-        let mut hasher = blake3::Hasher::new();
-        for name in [Self::CONFIG, Self::PREPROCESSOR, Self::WEIGHTS] {
-            let path = dir.join(name);
-            if path.is_file() {
-                hasher.update(name.as_bytes());
-                hasher
-                    .update_mmap_rayon(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-            }
-        }
-        let fingerprint = hasher.finalize().to_hex()[..16].to_string();
+        let fingerprint = fingerprint(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -163,6 +153,48 @@ impl ModelDir {
         // reference does (f16 weights upcast to f32).
         Ok(model.map(&mut UpcastToF32))
     }
+}
+
+/// BLAKE3 of a model folder's weights and configs, remembered per process by
+/// (path, length, modification time) of each file: hashing 600 MB is ~0.5 s,
+/// and `search` and the viewer's text queries open the same folder repeatedly.
+fn fingerprint(dir: &Path) -> anyhow::Result<String> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+    static KNOWN: OnceLock<Mutex<HashMap<Stamp, String>>> = OnceLock::new();
+
+    let files: Vec<PathBuf> = [ModelDir::CONFIG, ModelDir::PREPROCESSOR, ModelDir::WEIGHTS]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| path.is_file())
+        .collect();
+    let stamp: Stamp = files
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((path.clone(), meta.len(), meta.modified().ok()))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(hit) = known.lock().expect("fingerprint memo").get(&stamp) {
+        return Ok(hit.clone());
+    }
+    let mut hasher = blake3::Hasher::new();
+    for path in &files {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        hasher.update(name.as_bytes());
+        hasher
+            .update_mmap_rayon(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let fingerprint = hasher.finalize().to_hex()[..16].to_string();
+    known
+        .lock()
+        .expect("fingerprint memo")
+        .insert(stamp, fingerprint.clone());
+    Ok(fingerprint)
 }
 
 struct UpcastToF32;
