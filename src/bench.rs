@@ -4,168 +4,182 @@
 //! umap-learn and scikit-learn run on exactly the same vectors in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::analyze::{ClusterParams, find_clusters};
+use crate::choice::Choice;
 use crate::neighbours::{self, KnnMethod};
 use crate::output::{write_atomically, write_npy_f32};
 use crate::pipeline::{AnalyzeOptions, embed_folder};
 use crate::progress::{CancelToken, NoProgress};
-use crate::quality::{adjusted_rand_index, knn_accuracy, trustworthiness};
+use crate::metrics::{adjusted_rand_index, knn_accuracy, trustworthiness};
 use crate::reduce::{self, ReducerKind};
 
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
+/// What `embedscope bench` measures.
+#[derive(Clone, Debug)]
+pub struct LayoutBenchOptions {
     /// A folder of labelled images: FOLDER/<label>/<image>.
     pub folder: PathBuf,
     /// Where to write embeddings, labels, layouts and bench.json.
-    #[arg(long)]
     pub out: PathBuf,
-    /// Methods to run, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "umap,tsne,pca")]
     pub methods: Vec<ReducerKind>,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Also measure approximate-kNN recall against the exact graph.
-    #[arg(long)]
     pub knn_recall: bool,
-    /// Also score HDBSCAN over a grid of (min_cluster_size, min_samples) on each
-    /// layout and on the embeddings themselves.
-    #[arg(long)]
+    /// Also score HDBSCAN over a grid of (min_cluster_size, min_samples).
     pub cluster_sweep: bool,
 }
 
-pub fn run(args: &BenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
-    crate::output::check_output_dir(&args.out, &args.folder)?;
-    std::fs::create_dir_all(&args.out)?;
-    let options = AnalyzeOptions {
-        seed: args.seed,
+/// One method's time and scores.
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodResult {
+    pub method: &'static str,
+    /// kNN + layout.
+    pub seconds: f64,
+    pub knn_seconds: f64,
+    pub knn_accuracy: f64,
+    pub trustworthiness: f64,
+    pub clusters: usize,
+    pub clusters_ari: f64,
+    /// HDBSCAN over a parameter grid, when asked.
+    pub sweep: Vec<SweepResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepResult {
+    pub min_cluster_size: usize,
+    pub min_samples: usize,
+    pub ari: f64,
+    pub clusters: usize,
+    pub noise: usize,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KnnRecall {
+    pub k: usize,
+    pub exact_seconds: f64,
+    pub approximate_seconds: f64,
+    pub recall: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayoutBench {
+    pub n: usize,
+    pub dim: usize,
+    pub embedder: String,
+    pub threads: usize,
+    pub embed_seconds: f64,
+    pub from_cache: usize,
+    pub results: Vec<MethodResult>,
+    pub knn_recall: Option<KnnRecall>,
+}
+
+/// Embeds the folder, then times and scores each method; `on_result` sees
+/// each method's figures as soon as they exist. Writes `embeddings.npy`,
+/// `labels.txt`, `layout_<method>.npy` and `bench.json` into `options.out`.
+pub fn layout_bench(
+    options: &LayoutBenchOptions,
+    on_result: &mut dyn FnMut(&MethodResult),
+    cancel: &CancelToken,
+) -> anyhow::Result<LayoutBench> {
+    crate::output::check_output_dir(&options.out, &options.folder)?;
+    std::fs::create_dir_all(&options.out)?;
+    let analyze = AnalyzeOptions {
+        seed: options.seed,
         ..AnalyzeOptions::default()
     };
-    eprintln!("embedding {} …", args.folder.display());
-    let folder = embed_folder(&args.folder, &options, &NoProgress, cancel)?;
+    let folder = embed_folder(&options.folder, &analyze, &NoProgress, cancel)?;
     let e = &folder.embeddings;
     let labels: Vec<String> = folder
         .images
         .iter()
         .map(|r| r.relative.split('/').next().unwrap_or("").to_owned())
         .collect();
-    eprintln!(
-        "{} images, {} dims ({}), embed {:.1}s ({} from cache)",
-        e.n, e.dim, folder.embedder_id, folder.timings["embed"], folder.cache.hits
-    );
-    write_atomically(&args.out.join("embeddings.npy"), |w| {
+    write_atomically(&options.out.join("embeddings.npy"), |w| {
         write_npy_f32(w, e.n, e.dim, &e.data)
     })?;
-    std::fs::write(args.out.join("labels.txt"), labels.join("\n") + "\n")?;
+    write_atomically(&options.out.join("labels.txt"), |w| {
+        Ok(w.write_all((labels.join("\n") + "\n").as_bytes())?)
+    })?;
 
-    let threads = rayon::current_num_threads();
     let mut results = Vec::new();
-    println!(
-        "| method | seconds (kNN + layout) | 10-NN accuracy | trustworthiness (k=10) | clusters ARI |"
-    );
-    println!("|---|---|---|---|---|");
-    for &method in &args.methods {
+    for &method in &options.methods {
         cancel.check()?;
         let started = Instant::now();
-        let k = options.reduce.neighbours_needed(method).max(1);
-        let knn = neighbours::build(e, k, KnnMethod::Auto, args.seed, &NoProgress, cancel)?;
+        let k = analyze.reduce.neighbours_needed(method).max(1);
+        let knn = neighbours::build(e, k, KnnMethod::Auto, options.seed, &NoProgress, cancel)?;
         let knn_seconds = started.elapsed().as_secs_f64();
         let layout = reduce::reduce(
             method,
             e,
             &knn,
-            &options.reduce,
-            args.seed,
+            &analyze.reduce,
+            options.seed,
             &NoProgress,
             cancel,
         )?;
         let seconds = started.elapsed().as_secs_f64();
-        let accuracy = knn_accuracy(&layout.points, &labels, 10);
-        let trust = trustworthiness(e, &layout.points, 10);
         let clusters = find_clusters(&layout.points, &ClusterParams::default())?;
-        let ari = adjusted_rand_index(&clusters.labels, &labels);
-        println!(
-            "| {} | {seconds:.2} (kNN {knn_seconds:.2}) | {accuracy:.4} | {trust:.4} | {ari:.3} ({} clusters) |",
-            method.name(),
-            clusters.members.len()
-        );
-        save_layout(&args.out, method, &layout.points)?;
-        if args.cluster_sweep {
-            cluster_sweep(&layout.points, &labels);
-        }
-        results.push(json!({
-            "method": method.name(),
-            "seconds": seconds,
-            "knn_seconds": knn_seconds,
-            "knn_accuracy": accuracy,
-            "trustworthiness": trust,
-            "clusters": clusters.members.len(),
-            "clusters_ari": ari,
-        }));
+        let result = MethodResult {
+            method: method.name(),
+            seconds,
+            knn_seconds,
+            knn_accuracy: knn_accuracy(&layout.points, &labels, 10),
+            trustworthiness: trustworthiness(e, &layout.points, 10),
+            clusters: clusters.members.len(),
+            clusters_ari: adjusted_rand_index(&clusters.labels, &labels),
+            sweep: if options.cluster_sweep {
+                cluster_sweep(&layout.points, &labels)
+            } else {
+                Vec::new()
+            },
+        };
+        save_layout(&options.out, method, &layout.points)?;
+        on_result(&result);
+        results.push(result);
     }
 
-    if args.cluster_sweep {
-        // The alternative to clustering the layout: HDBSCAN on the embeddings.
-        let rows: Vec<Vec<f32>> = e.rows().map(|r| r.to_vec()).collect();
-        let t = Instant::now();
-        let hyper = hdbscan::HdbscanHyperParams::builder()
-            .min_cluster_size(ClusterParams::default().resolved_min_cluster_size(e.n))
-            .build();
-        if let Ok(raw) = hdbscan::Hdbscan::new(&rows, hyper).cluster() {
-            let clusters = raw
-                .iter()
-                .filter(|l| **l >= 0)
-                .collect::<std::collections::HashSet<_>>()
-                .len();
-            println!(
-                "hdbscan on the {}-D embeddings: ARI {:.3}, {clusters} clusters, {} noise, {:.1}s",
-                e.dim,
-                adjusted_rand_index(&raw, &labels),
-                raw.iter().filter(|l| **l < 0).count(),
-                t.elapsed().as_secs_f64()
-            );
-        }
-    }
-
-    let mut recall = serde_json::Value::Null;
-    if args.knn_recall {
+    let knn_recall = if options.knn_recall {
         let k = 15;
         let t0 = Instant::now();
-        let exact = neighbours::build(e, k, KnnMethod::Exact, args.seed, &NoProgress, cancel)?;
+        let exact = neighbours::build(e, k, KnnMethod::Exact, options.seed, &NoProgress, cancel)?;
         let exact_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let approx =
-            neighbours::build(e, k, KnnMethod::Approximate, args.seed, &NoProgress, cancel)?;
-        let approx_seconds = t1.elapsed().as_secs_f64();
-        let r = neighbours::recall(&exact, &approx);
-        println!(
-            "kNN k={k}: exact {exact_seconds:.2}s, HNSW {approx_seconds:.2}s, recall@{k} {r:.4}"
-        );
-        recall = json!({"k": k, "exact_seconds": exact_seconds, "approximate_seconds": approx_seconds, "recall": r});
-    }
+            neighbours::build(e, k, KnnMethod::Approximate, options.seed, &NoProgress, cancel)?;
+        Some(KnnRecall {
+            k,
+            exact_seconds,
+            approximate_seconds: t1.elapsed().as_secs_f64(),
+            recall: neighbours::recall(&exact, &approx),
+        })
+    } else {
+        None
+    };
 
-    let report = json!({
-        "n": e.n,
-        "dim": e.dim,
-        "embedder": folder.embedder_id,
-        "threads": threads,
-        "results": results,
-        "knn_recall": recall,
-    });
-    write_atomically(&args.out.join("bench.json"), |w| {
-        serde_json::to_writer_pretty(&mut *w, &report)?;
+    let bench = LayoutBench {
+        n: e.n,
+        dim: e.dim,
+        embedder: folder.embedder_id.clone(),
+        threads: rayon::current_num_threads(),
+        embed_seconds: folder.timings["embed"],
+        from_cache: folder.cache.hits,
+        results,
+        knn_recall,
+    };
+    write_atomically(&options.out.join("bench.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &bench)?;
         Ok(())
     })?;
-    println!("wrote {}", args.out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(bench)
 }
 
-/// Prints the adjusted Rand index of HDBSCAN clusters for a grid of parameters.
-fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) {
+/// The adjusted Rand index of HDBSCAN clusters for a grid of parameters.
+fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) -> Vec<SweepResult> {
+    let mut out = Vec::new();
     for min_cluster_size in [10, 20, 50, 100] {
         for min_samples in [1, 3, 5, 10] {
             let params = ClusterParams {
@@ -174,16 +188,18 @@ fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) {
             };
             let t = Instant::now();
             if let Ok(c) = find_clusters(points, &params) {
-                println!(
-                    "    hdbscan min_cluster_size={min_cluster_size} min_samples={min_samples}: ARI {:.3}, {} clusters, {} noise, {:.2}s",
-                    adjusted_rand_index(&c.labels, labels),
-                    c.members.len(),
-                    c.noise(),
-                    t.elapsed().as_secs_f64()
-                );
+                out.push(SweepResult {
+                    min_cluster_size,
+                    min_samples,
+                    ari: adjusted_rand_index(&c.labels, labels),
+                    clusters: c.members.len(),
+                    noise: c.noise(),
+                    seconds: t.elapsed().as_secs_f64(),
+                });
             }
         }
     }
+    out
 }
 
 fn save_layout(dir: &Path, method: ReducerKind, points: &[[f32; 3]]) -> anyhow::Result<()> {
@@ -193,40 +209,51 @@ fn save_layout(dir: &Path, method: ReducerKind, points: &[[f32; 3]]) -> anyhow::
     })
 }
 
-#[derive(clap::Args, Debug)]
-pub struct ClipBenchArgs {
+/// What `embedscope bench-clip` measures.
+#[cfg(feature = "clip")]
+#[derive(Clone, Debug)]
+pub struct ClipBenchOptions {
     /// A CLIP model folder (`benches/clip_reference.py make DIR` writes a
     /// full-size ViT-B/32 with random weights).
-    #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
-    pub batch: Vec<usize>,
-    #[arg(long, value_enum, default_value_t = crate::embed::DeviceChoice::Cpu)]
+    pub batches: Vec<usize>,
     pub device: crate::embed::DeviceChoice,
     /// Time each batch size for at least this long (after one warm-up pass).
-    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
 }
 
-/// `embedscope bench-clip`: images/s of the CLIP image tower alone, on random
-/// pixels, one JSON line per batch size (the same format as
-/// `benches/clip_reference.py`).
-pub fn run_clip(args: &ClipBenchArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
+/// Images/s of the CLIP image tower at one batch size (the fields of
+/// `benches/clip_reference.py`'s JSON lines).
+#[cfg(feature = "clip")]
+#[derive(Clone, Debug, Serialize)]
+pub struct ClipBenchResult {
+    pub tool: String,
+    pub batch: usize,
+    pub threads: usize,
+    pub images: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// The CLIP image tower alone, on random pixels; `on_result` sees each batch
+/// size's figures as they are measured.
+#[cfg(feature = "clip")]
+pub fn clip_bench(
+    options: &ClipBenchOptions,
+    on_loaded: &mut dyn FnMut(f64, &str),
+    on_result: &mut dyn FnMut(&ClipBenchResult),
+    cancel: &CancelToken,
+) -> anyhow::Result<Vec<ClipBenchResult>> {
     use crate::embed::clip::{ComputeDevice, ModelDir, image_features};
-    let dir = ModelDir::open(&args.model)?;
-    let device = ComputeDevice::select(args.device)?;
+    let dir = ModelDir::open(&options.model)?;
+    let device = ComputeDevice::select(options.device)?;
     let started = Instant::now();
     let model = dir.load_vision(&device.device)?;
-    eprintln!(
-        "loaded {} in {:.2}s on {}",
-        args.model.display(),
-        started.elapsed().as_secs_f64(),
-        device.description
-    );
+    on_loaded(started.elapsed().as_secs_f64(), &device.description);
     let size = dir.preprocess.crop_size as usize;
     let mut rng = crate::rng::Rng::new(7);
-    for &batch in &args.batch {
+    let mut results = Vec::new();
+    for &batch in &options.batches {
         anyhow::ensure!(batch >= 1, "batch sizes must be at least 1");
         let inputs: Vec<Vec<f32>> = (0..batch)
             .map(|_| (0..3 * size * size).map(|_| rng.normal_f32()).collect())
@@ -234,7 +261,7 @@ pub fn run_clip(args: &ClipBenchArgs, cancel: &CancelToken) -> anyhow::Result<Ex
         image_features(&model, &device.device, size, &inputs); // warm-up
         let (mut runs, mut images) = (0, 0);
         let start = Instant::now();
-        while runs < 2 || start.elapsed().as_secs_f64() < args.seconds {
+        while runs < 2 || start.elapsed().as_secs_f64() < options.seconds {
             cancel.check()?;
             let out = image_features(&model, &device.device, size, &inputs);
             anyhow::ensure!(out.len() == batch, "the model returned {} rows", out.len());
@@ -242,17 +269,16 @@ pub fn run_clip(args: &ClipBenchArgs, cancel: &CancelToken) -> anyhow::Result<Ex
             images += batch;
         }
         let seconds = start.elapsed().as_secs_f64();
-        println!(
-            "{}",
-            json!({
-                "tool": format!("embedscope (Burn 0.22, {})", device.description),
-                "batch": batch,
-                "threads": rayon::current_num_threads(),
-                "images": images,
-                "seconds": (seconds * 1000.0).round() / 1000.0,
-                "images_per_s": ((images as f64 / seconds) * 100.0).round() / 100.0,
-            })
-        );
+        let result = ClipBenchResult {
+            tool: format!("embedscope (Burn 0.22, {})", device.description),
+            batch,
+            threads: rayon::current_num_threads(),
+            images,
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            images_per_s: ((images as f64 / seconds) * 100.0).round() / 100.0,
+        };
+        on_result(&result);
+        results.push(result);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(results)
 }

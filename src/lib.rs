@@ -9,17 +9,22 @@
 pub mod analyze;
 pub mod bench;
 pub mod cache;
+pub mod choice;
 pub mod decode;
 pub mod embed;
+pub mod geometry;
+pub mod labels;
 pub mod neighbours;
 pub mod output;
 pub mod pipeline;
 pub mod progress;
-pub mod quality;
+pub mod metrics;
 pub mod reduce;
 pub mod rng;
 pub mod scan;
+#[cfg(feature = "clip")]
 pub mod search;
+#[cfg(feature = "viewer")]
 pub mod view;
 
 pub use pipeline::{Analysis, AnalyzeOptions, analyze};
@@ -54,7 +59,8 @@ impl Embeddings {
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Four accumulators let the compiler vectorise without reassociation flags.
+    // Eight independent accumulators let the compiler vectorise the loop
+    // without reassociation flags (floating-point sums are not associative).
     let mut acc = [0.0f32; 8];
     let chunks_a = a.chunks_exact(8);
     let chunks_b = b.chunks_exact(8);

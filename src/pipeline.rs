@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::Embeddings;
 use crate::analyze::{self, ClusterParams, Clusters, DuplicateGroup};
+use crate::choice::Choice;
 use crate::cache::{self, EmbeddingCache};
-use crate::decode::{self, ContentHash, DecodeLimits};
+use crate::decode::{self, ContentHash, DecodeLimits, SkipReason, Thumbnail};
 use crate::embed::{self, ClipOptions, Embedder, EmbedderKind};
 use crate::neighbours::{self, KnnGraph, KnnMethod};
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
@@ -90,27 +91,6 @@ pub struct CacheStats {
     pub hits: usize,
     /// Images embedded in this run.
     pub misses: usize,
-}
-
-/// A small RGBA copy of an image, made while it is decoded.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Thumbnail {
-    pub width: u32,
-    pub height: u32,
-    /// `width * height` RGBA pixels, row-major, sRGB.
-    pub rgba: Vec<u8>,
-}
-
-impl Thumbnail {
-    /// Fits `image` into `size`×`size`, keeping its aspect ratio.
-    pub fn of(image: &image::DynamicImage, size: u32) -> Self {
-        let small = image.thumbnail(size, size).to_rgba8();
-        Self {
-            width: small.width(),
-            height: small.height(),
-            rgba: small.into_raw(),
-        }
-    }
 }
 
 /// Seconds per stage, keyed as in `report.json`.
@@ -223,6 +203,7 @@ pub fn embed_folder(
         ..Default::default()
     };
 
+    let mut cache_warnings = Vec::new();
     let mut images = Vec::with_capacity(scanned.files.len());
     let mut thumbnails = Vec::new();
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
@@ -299,14 +280,24 @@ pub fn embed_folder(
             };
             if let Some((files, prepared)) = in_flight.take() {
                 let vectors = receive()?;
-                let outcome =
-                    finish_batch(prepared, vectors, &embedder_id, cache.as_mut(), &mut stats)?;
+                let (outcome, fresh) = finish_batch(prepared, vectors, &mut stats)?;
+                if let Some(store) = cache.as_mut()
+                    && let Err(err) = store.put_many(&embedder_id, &fresh)
+                {
+                    // The vectors are in hand: losing the cache only costs a
+                    // later run the embedding time.
+                    let w = format!("{err}; this run's remaining vectors are not cached");
+                    progress.event(ProgressEvent::Warning(w.clone()));
+                    cache_warnings.push(w);
+                    store.stop_writing();
+                }
                 collect(files, outcome);
             }
             in_flight = next;
         }
         Ok(())
     })?;
+    warnings.extend(cache_warnings);
     let seconds = started.elapsed().as_secs_f64();
     timings.insert(Stage::Embed.key(), seconds);
     progress.event(ProgressEvent::Finished {
@@ -493,12 +484,12 @@ fn batches(
     out
 }
 
-type BatchResult = Result<(ImageRecord, Vec<f32>, Option<Thumbnail>), String>;
+type BatchResult = Result<(ImageRecord, Vec<f32>, Option<Thumbnail>), SkipReason>;
 
 /// What happened to each file of a batch before the model ran.
 /// Thumbnails need the pixels, so with them on, cached images are decoded too.
 enum Prepared {
-    Failed(String),
+    Failed(SkipReason),
     Cached(ContentHash, Option<Thumbnail>),
     Fresh(ContentHash, u32, u32, Option<Thumbnail>),
 }
@@ -521,7 +512,7 @@ fn prepare_batch(
     thumbnail_size: Option<u32>,
 ) -> anyhow::Result<PreparedBatch> {
     let thumbnail = |image: &image::DynamicImage| thumbnail_size.map(|s| Thumbnail::of(image, s));
-    let read: Vec<Result<(Vec<u8>, ContentHash), String>> = batch
+    let read: Vec<Result<(Vec<u8>, ContentHash), SkipReason>> = batch
         .par_iter()
         .map(|file| {
             let bytes = decode::read_file(&file.path, &limits)?;
@@ -567,18 +558,19 @@ fn prepare_batch(
     })
 }
 
-/// Pairs a prepared batch with the model's vectors and stores the new ones in
-/// the cache; one result per file.
+/// A freshly embedded image, for the cache: hash, width, height, vector.
+type FreshVector = (ContentHash, u32, u32, Vec<f32>);
+
+/// Pairs a prepared batch with the model's vectors: one result per file, and
+/// the new vectors for the cache.
 fn finish_batch(
     batch: PreparedBatch,
     vectors: Vec<Vec<f32>>,
-    embedder_id: &str,
-    cache: Option<&mut EmbeddingCache>,
     stats: &mut CacheStats,
-) -> anyhow::Result<Vec<BatchResult>> {
+) -> anyhow::Result<(Vec<BatchResult>, Vec<FreshVector>)> {
     let mut vectors = vectors.into_iter();
     let mut results = Vec::with_capacity(batch.prepared.len());
-    let mut fresh: Vec<(ContentHash, u32, u32, Vec<f32>)> = Vec::new();
+    let mut fresh: Vec<FreshVector> = Vec::new();
     for p in batch.prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
@@ -609,14 +601,7 @@ fn finish_batch(
             }
         });
     }
-    if let Some(cache) = cache {
-        let items: Vec<(ContentHash, u32, u32, &[f32])> = fresh
-            .iter()
-            .map(|(h, w, hh, v)| (*h, *w, *hh, v.as_slice()))
-            .collect();
-        cache.put_many(embedder_id, &items)?;
-    }
-    Ok(results)
+    Ok((results, fresh))
 }
 
 /// Width and height of up to 64 files spread over the folder, from their

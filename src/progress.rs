@@ -71,7 +71,7 @@ pub enum ProgressEvent {
     Warning(String),
     /// A first 3D layout (the PCA that seeds UMAP and t-SNE), sent before the
     /// slow optimisation starts, so a viewer can show points at once.
-    LayoutPreview(std::sync::Arc<Vec<crate::reduce::Point3>>),
+    LayoutPreview(std::sync::Arc<Vec<crate::geometry::Point3>>),
 }
 
 /// Receives progress events; may be called from worker threads.

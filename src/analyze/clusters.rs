@@ -8,7 +8,7 @@
 use hdbscan::{Hdbscan, HdbscanHyperParams};
 use serde::Serialize;
 
-use crate::reduce::Point3;
+use crate::geometry::Point3;
 
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct ClusterParams {

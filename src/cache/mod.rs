@@ -2,20 +2,27 @@
 //!
 //! Embeddings are keyed by (content hash, embedder id), so a renamed or moved file
 //! is still a hit and a changed file is a miss. Each batch is written in one
-//! transaction: a killed run loses at most the batch in flight. A database that
-//! cannot be opened or fails SQLite's integrity check is moved aside (never
-//! deleted) and a fresh one is created, with a warning.
+//! transaction: a killed run loses at most the batch in flight.
+//!
+//! Opening distinguishes what went wrong ([`CacheError`]): only a database that
+//! is really damaged (or not an embedscope cache at all) is moved aside, never
+//! deleted, and a fresh one created, with a warning. A database another
+//! embedscope is writing (busy) is waited for, then read without writing; one
+//! made by a newer embedscope is left alone and the run goes on without it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
 use crate::decode::ContentHash;
 
-/// Bumped when the table layout changes; an older database is moved aside.
+/// Bumped when the table layout changes.
 const SCHEMA_VERSION: i64 = 1;
+
+/// How long a busy database is waited for before it is read without writing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where embedscope keeps caches and default outputs: `$EMBEDSCOPE_CACHE_DIR`, or
 /// the platform cache folder (`~/.cache/embedscope` on Linux).
@@ -28,9 +35,48 @@ pub fn default_cache_dir() -> anyhow::Result<PathBuf> {
         .context("no cache folder is known for this user: set EMBEDSCOPE_CACHE_DIR or pass --out")
 }
 
+/// Why the cache could not be used as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Damaged, or not an embedscope cache: safe to move aside.
+    #[error("the embedding cache {path} is damaged ({detail})")]
+    Corrupt { path: PathBuf, detail: String },
+    /// Another process holds the write lock past [`BUSY_TIMEOUT`].
+    #[error("the embedding cache {path} is busy (another embedscope is writing to it)")]
+    Busy { path: PathBuf },
+    /// Written by a newer embedscope: left untouched.
+    #[error(
+        "the embedding cache {path} was made by a newer embedscope (schema {found}, this one \
+         knows {SCHEMA_VERSION}): update embedscope, or pass --cache with another file"
+    )]
+    NewerSchema { path: PathBuf, found: i64 },
+    /// Anything else (permissions, a full disk): reported, nothing moved.
+    #[error("the embedding cache {path} cannot be used: {detail}")]
+    Unusable { path: PathBuf, detail: String },
+}
+
+impl CacheError {
+    fn from_sqlite(path: &Path, err: rusqlite::Error) -> Self {
+        let path = path.to_path_buf();
+        match err.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => CacheError::Busy { path },
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => CacheError::Corrupt {
+                path,
+                detail: err.to_string(),
+            },
+            _ => CacheError::Unusable {
+                path,
+                detail: err.to_string(),
+            },
+        }
+    }
+}
+
 pub struct EmbeddingCache {
     conn: Connection,
     path: PathBuf,
+    /// Opened while another process was writing: vectors are read, not stored.
+    read_only: bool,
 }
 
 /// One cached vector plus the image size it came from.
@@ -42,65 +88,111 @@ pub struct CachedEmbedding {
 }
 
 impl EmbeddingCache {
-    /// Opens (or creates) the cache at `path`. The second value is a warning when
-    /// a damaged database had to be moved aside.
-    pub fn open(path: &Path) -> anyhow::Result<(Self, Option<String>)> {
+    /// Opens (or creates) the cache at `path`. The second value is a warning
+    /// for the user when the cache is not used as usual (moved aside, read
+    /// only).
+    pub fn open(path: &Path) -> Result<(Self, Option<String>), CacheError> {
+        Self::open_with_timeout(path, BUSY_TIMEOUT)
+    }
+
+    /// [`EmbeddingCache::open`], waiting at most `busy_timeout` for another
+    /// writer.
+    pub fn open_with_timeout(
+        path: &Path,
+        busy_timeout: std::time::Duration,
+    ) -> Result<(Self, Option<String>), CacheError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the cache folder {}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| CacheError::Unusable {
+                path: path.to_path_buf(),
+                detail: format!("cannot create the folder {}: {e}", parent.display()),
+            })?;
         }
-        match Self::open_checked(path) {
+        match Self::open_checked(path, busy_timeout) {
             Ok(cache) => Ok((cache, None)),
-            Err(problem) => {
+            Err(CacheError::Corrupt { detail, .. }) => {
                 let aside = move_aside(path)?;
-                let cache = Self::open_checked(path).with_context(|| {
-                    format!("cannot create a new embedding cache at {}", path.display())
-                })?;
+                let cache = Self::open_checked(path, busy_timeout)?;
                 let warning = format!(
-                    "the embedding cache {} was damaged ({problem:#}); it was moved to {} and a new one was started",
+                    "the embedding cache {} was damaged ({detail}); it was moved to {} and a new one was started",
                     path.display(),
                     aside.display()
                 );
                 Ok((cache, Some(warning)))
             }
+            Err(CacheError::Busy { .. }) => {
+                let cache = Self::open_read_only(path, busy_timeout)?;
+                let warning = format!(
+                    "the embedding cache {} is busy (another embedscope is writing to it): \
+                     reading it without storing this run's vectors",
+                    path.display()
+                );
+                Ok((cache, Some(warning)))
+            }
+            Err(other) => Err(other),
         }
     }
 
-    fn open_checked(path: &Path) -> anyhow::Result<Self> {
+    fn open_checked(path: &Path, busy_timeout: std::time::Duration) -> Result<Self, CacheError> {
+        let sqlite = |e| CacheError::from_sqlite(path, e);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let check: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+        )
+        .map_err(sqlite)?;
+        conn.busy_timeout(busy_timeout).map_err(sqlite)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(sqlite)?;
         if check != "ok" {
-            anyhow::bail!("integrity check: {check}");
+            return Err(CacheError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("integrity check: {check}"),
+            });
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |row| row.get(0),
-        )?;
-        if tables > 0 && version != SCHEMA_VERSION {
-            anyhow::bail!("schema version {version}, expected {SCHEMA_VERSION}");
+        // WAL: readers never wait for the writer (the viewer and the CLI on
+        // one cache). Setting it again on a WAL database writes nothing.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        if check_schema(&conn, path)? == Schema::Empty {
+            // Only a new database is written to on open, so opening one that
+            // another process is writing does not wait for its lock.
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS embeddings (
+                     hash     BLOB NOT NULL,
+                     embedder TEXT NOT NULL,
+                     width    INTEGER NOT NULL,
+                     height   INTEGER NOT NULL,
+                     vector   BLOB NOT NULL,
+                     PRIMARY KEY (hash, embedder)
+                 ) WITHOUT ROWID;",
+            )
+            .map_err(sqlite)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sqlite)?;
         }
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS embeddings (
-                 hash     BLOB NOT NULL,
-                 embedder TEXT NOT NULL,
-                 width    INTEGER NOT NULL,
-                 height   INTEGER NOT NULL,
-                 vector   BLOB NOT NULL,
-                 PRIMARY KEY (hash, embedder)
-             ) WITHOUT ROWID;",
-        )?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            read_only: false,
+        })
+    }
+
+    fn open_read_only(path: &Path, busy_timeout: std::time::Duration) -> Result<Self, CacheError> {
+        let sqlite = |e| CacheError::from_sqlite(path, e);
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sqlite)?;
+        conn.busy_timeout(busy_timeout).map_err(sqlite)?;
+        if check_schema(&conn, path)? == Schema::Empty {
+            return Err(CacheError::Busy {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+            read_only: true,
         })
     }
 
@@ -114,10 +206,14 @@ impl EmbeddingCache {
         embedder: &str,
         dim: usize,
         hashes: &[ContentHash],
-    ) -> anyhow::Result<HashMap<ContentHash, CachedEmbedding>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT width, height, vector FROM embeddings WHERE hash = ?1 AND embedder = ?2",
-        )?;
+    ) -> Result<HashMap<ContentHash, CachedEmbedding>, CacheError> {
+        let sqlite = |e| CacheError::from_sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT width, height, vector FROM embeddings WHERE hash = ?1 AND embedder = ?2",
+            )
+            .map_err(sqlite)?;
         let mut found = HashMap::new();
         for hash in hashes {
             let row = stmt.query_row(params![&hash.0[..], embedder], |row| {
@@ -146,31 +242,55 @@ impl EmbeddingCache {
                     }
                 }
                 Err(rusqlite::Error::QueryReturnedNoRows) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(sqlite(e)),
             }
         }
         Ok(found)
     }
 
-    /// Stores a batch in one transaction.
-    pub fn put_many(
+    /// Whether this run's vectors are stored (false while another process
+    /// held the database when it was opened).
+    pub fn writable(&self) -> bool {
+        !self.read_only
+    }
+
+    /// Stores a batch in one transaction (nothing when read-only).
+    pub fn put_many<V: AsRef<[f32]>>(
         &mut self,
         embedder: &str,
-        items: &[(ContentHash, u32, u32, &[f32])],
-    ) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        items: &[(ContentHash, u32, u32, V)],
+    ) -> Result<(), CacheError> {
+        if self.read_only || items.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sqlite = |e| CacheError::from_sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(sqlite)?;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO embeddings (hash, embedder, width, height, vector)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO embeddings (hash, embedder, width, height, vector)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sqlite)?;
             for (hash, width, height, vector) in items {
-                let blob: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                stmt.execute(params![&hash.0[..], embedder, width, height, blob])?;
+                let blob: Vec<u8> = vector
+                    .as_ref()
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                stmt.execute(params![&hash.0[..], embedder, width, height, blob])
+                    .map_err(sqlite)?;
             }
         }
-        tx.commit()?;
+        tx.commit().map_err(sqlite)?;
         Ok(())
+    }
+
+    /// Stops storing: after a write failed mid-run (the disk filled up,
+    /// another process took the lock), the run goes on with what it has.
+    pub fn stop_writing(&mut self) {
+        self.read_only = true;
     }
 
     /// Number of vectors stored for `embedder`.
@@ -185,19 +305,56 @@ impl EmbeddingCache {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Schema {
+    /// A new database: no tables yet.
+    Empty,
+    Current,
+}
+
+/// Refuses a database made by a newer embedscope, and one whose tables are
+/// not an embedscope cache (user_version 0 with tables: someone else's file).
+fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, CacheError> {
+    let sqlite = |e| CacheError::from_sqlite(path, e);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(sqlite)?;
+    if version > SCHEMA_VERSION {
+        return Err(CacheError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if tables == 0 {
+        return Ok(Schema::Empty);
+    }
+    if version != SCHEMA_VERSION {
+        return Err(CacheError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("schema version {version}, not an embedscope cache"),
+        });
+    }
+    Ok(Schema::Current)
+}
+
 /// Renames a damaged database (and its WAL side files) to `<name>.corrupt-<time>`.
-fn move_aside(path: &Path) -> anyhow::Result<PathBuf> {
+fn move_aside(path: &Path) -> Result<PathBuf, CacheError> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let aside = path.with_extension(format!("sqlite.corrupt-{stamp}"));
     if path.exists() {
-        std::fs::rename(path, &aside).with_context(|| {
-            format!(
-                "the embedding cache {} is damaged and could not be moved aside; delete it by hand",
-                path.display()
-            )
+        std::fs::rename(path, &aside).map_err(|e| CacheError::Unusable {
+            path: path.to_path_buf(),
+            detail: format!("it is damaged and could not be moved aside ({e}); delete it by hand"),
         })?;
     }
     for suffix in ["-wal", "-shm"] {
@@ -226,7 +383,7 @@ mod tests {
         cache
             .put_many(
                 "e1",
-                &[(hash(1), 3, 4, &[0.5, -0.25]), (hash(2), 5, 6, &[1.0, 0.0])],
+                &[(hash(1), 3, 4, &[0.5f32, -0.25]), (hash(2), 5, 6, &[1.0, 0.0])],
             )
             .unwrap();
         drop(cache);
@@ -253,12 +410,57 @@ mod tests {
         let (mut cache, warning) = EmbeddingCache::open(&path).unwrap();
         let warning = warning.expect("a warning about the damaged cache");
         assert!(warning.contains("moved to"), "{warning}");
-        cache.put_many("e", &[(hash(9), 1, 1, &[1.0])]).unwrap();
+        cache.put_many("e", &[(hash(9), 1, 1, &[1.0f32])]).unwrap();
         let moved: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
             .collect();
         assert_eq!(moved.len(), 1, "the damaged file is kept, not deleted");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        drop(EmbeddingCache::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = EmbeddingCache::open(&path).err().expect("refused");
+        assert!(matches!(err, CacheError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("newer embedscope"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved aside");
+    }
+
+    #[test]
+    fn a_busy_cache_is_read_but_not_moved_aside_or_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let (mut first, _) = EmbeddingCache::open(&path).unwrap();
+        first.put_many("e", &[(hash(1), 1, 1, &[1.0f32])]).unwrap();
+        // Another process in the middle of writing a batch.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO embeddings VALUES (x'00', 'e', 1, 1, x'0000803f');",
+            )
+            .unwrap();
+        let short = std::time::Duration::from_millis(50);
+        let (mut second, warning) = EmbeddingCache::open_with_timeout(&path, short).unwrap();
+        assert!(warning.is_none(), "opening an existing cache writes nothing");
+        assert_eq!(second.get_many("e", 1, &[hash(1)]).unwrap().len(), 1);
+        let err = second.put_many("e", &[(hash(2), 1, 1, &[1.0f32])]).unwrap_err();
+        assert!(matches!(err, CacheError::Busy { .. }), "{err}");
+        writer.execute_batch("COMMIT").unwrap();
+        assert!(path.exists());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(!aside, "a busy cache is never moved aside");
     }
 }

@@ -1,14 +1,92 @@
 //! Stage 2: read a file, hash its bytes and decode it, refusing what would hurt.
 //!
-//! Every failure becomes a human-readable reason (the file is then listed as
-//! skipped); nothing here panics on bad input. Memory is bounded: the header is
-//! checked against [`DecodeLimits`] before any pixel buffer is allocated, so a PNG
-//! that claims to be 60000×60000 is refused, not allocated.
+//! Every failure becomes a [`SkipReason`] (the file is then listed as skipped);
+//! nothing here panics on bad input. Memory is bounded: the header is checked
+//! against [`DecodeLimits`] before any pixel buffer is allocated, so a PNG that
+//! claims to be 60000×60000 is refused, not allocated.
 
 use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
+
+/// Why a file is not in the map. `Display` is the sentence shown to the user;
+/// [`SkipReason::kind`] groups similar reasons for counts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    #[error("not an image file extension")]
+    NotImageExtension,
+    #[error("not a regular file (device, socket or pipe)")]
+    NotRegularFile,
+    #[error("symbolic link points to nothing (dangling link)")]
+    DanglingLink,
+    #[error("symbolic link cannot be followed: {0}")]
+    LinkNotFollowed(String),
+    #[error("folder not readable: {0}")]
+    FolderUnreadable(String),
+    /// Opening, reading or statting the file failed.
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("file is {size_mib} MiB, larger than the {limit_mib} MiB limit")]
+    FileTooLarge { size_mib: u64, limit_mib: u64 },
+    #[error("not an image: the content matches no supported image format")]
+    NotAnImage,
+    /// The file ends before its image data does.
+    #[error("{0}")]
+    Truncated(String),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Unsupported(String),
+    /// Too many pixels, or too much memory once decoded.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl SkipReason {
+    /// A short, stable name for the kind of problem (report counts, summaries).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SkipReason::NotImageExtension => "not an image file extension",
+            SkipReason::NotRegularFile => "not a regular file",
+            SkipReason::DanglingLink => "dangling symbolic link",
+            SkipReason::LinkNotFollowed(_) => "symbolic link not followed",
+            SkipReason::FolderUnreadable(_) => "folder not readable",
+            SkipReason::Unreadable(_) => "unreadable file",
+            SkipReason::Empty => "empty file",
+            SkipReason::FileTooLarge { .. } => "file too large",
+            SkipReason::NotAnImage => "not an image",
+            SkipReason::Truncated(_) => "truncated image",
+            SkipReason::Corrupt(_) => "corrupt image",
+            SkipReason::Unsupported(_) => "unsupported image variant",
+            SkipReason::TooLarge(_) => "image too large",
+        }
+    }
+}
+
+/// A small RGBA copy of an image, made while it is decoded (the viewer's
+/// billboards and galleries).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thumbnail {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height` RGBA pixels, row-major, sRGB.
+    pub rgba: Vec<u8>,
+}
+
+impl Thumbnail {
+    /// Fits `image` into `size`×`size`, keeping its aspect ratio.
+    pub fn of(image: &DynamicImage, size: u32) -> Self {
+        let small = image.thumbnail(size, size).to_rgba8();
+        Self {
+            width: small.width(),
+            height: small.height(),
+            rgba: small.into_raw(),
+        }
+    }
+}
 
 /// BLAKE3 hash of a file's bytes: the identity of an image in the cache and for
 /// exact-duplicate detection.
@@ -52,48 +130,49 @@ impl Default for DecodeLimits {
     }
 }
 
-/// Reads a whole file, refusing empty and oversized ones. The error is the reason
-/// shown to the user.
-pub fn read_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open file: {e}"))?;
+/// Reads a whole file, refusing empty and oversized ones.
+pub fn read_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, SkipReason> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| SkipReason::Unreadable(format!("cannot open file: {e}")))?;
     let len = file
         .metadata()
-        .map_err(|e| format!("cannot read file information: {e}"))?
+        .map_err(|e| SkipReason::Unreadable(format!("cannot read file information: {e}")))?
         .len();
     if len == 0 {
-        return Err("empty file (0 bytes)".to_owned());
+        return Err(SkipReason::Empty);
     }
     if len > limits.max_file_bytes {
-        return Err(format!(
-            "file is {} MiB, larger than the {} MiB limit",
-            len >> 20,
-            limits.max_file_bytes >> 20
-        ));
+        return Err(SkipReason::FileTooLarge {
+            size_mib: len >> 20,
+            limit_mib: limits.max_file_bytes >> 20,
+        });
     }
     let mut bytes = Vec::with_capacity(len as usize);
     // `take` guards against a file that grows while we read it.
     file.take(limits.max_file_bytes + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("read error: {e}"))?;
+        .map_err(|e| SkipReason::Unreadable(format!("read error: {e}")))?;
     if bytes.is_empty() {
-        return Err("empty file (0 bytes)".to_owned());
+        return Err(SkipReason::Empty);
     }
     Ok(bytes)
 }
 
 /// Decodes an image from memory: format sniffed from the bytes (not the
 /// extension), EXIF orientation applied, first frame of animations.
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, String> {
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, SkipReason> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| format!("read error: {e}"))?;
+        .map_err(|e| SkipReason::Unreadable(format!("read error: {e}")))?;
     let Some(format) = reader.format() else {
-        return Err("not an image: the content matches no supported image format".to_owned());
+        return Err(SkipReason::NotAnImage);
     };
     // The JPEG decoder fills a cut-off file with grey instead of failing: an
     // image without its end marker is truncated, and is refused as such.
     if format == image::ImageFormat::Jpeg && !has_jpeg_end_marker(bytes) {
-        return Err("truncated JPEG file (no end-of-image marker)".to_owned());
+        return Err(SkipReason::Truncated(
+            "truncated JPEG file (no end-of-image marker)".to_owned(),
+        ));
     }
     let mut reader = reader;
     let mut image_limits = Limits::default();
@@ -113,19 +192,19 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, Strin
     })?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
-        return Err(format!(
+        return Err(SkipReason::Corrupt(format!(
             "{format_name} header claims an empty {width}×{height} image"
-        ));
+        )));
     }
     if width > limits.max_side || height > limits.max_side {
         return Err(too_large(width, height, limits));
     }
     if decoder.total_bytes() > limits.max_alloc {
-        return Err(format!(
+        return Err(SkipReason::TooLarge(format!(
             "{width}×{height} image needs {} MiB decoded, more than the {} MiB limit",
             decoder.total_bytes() >> 20,
             limits.max_alloc >> 20
-        ));
+        )));
     }
     // Orientation problems (a broken EXIF block) are not worth losing the image.
     let orientation = decoder.orientation().ok();
@@ -154,38 +233,43 @@ fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     reader.into_dimensions().ok()
 }
 
-fn too_large(width: u32, height: u32, limits: &DecodeLimits) -> String {
-    format!(
+fn too_large(width: u32, height: u32, limits: &DecodeLimits) -> SkipReason {
+    SkipReason::TooLarge(format!(
         "image header claims {width}×{height} pixels, larger than the {max}×{max} limit (refused before decoding)",
         max = limits.max_side
-    )
+    ))
 }
 
-fn describe(format: &str, err: ImageError, limits: &DecodeLimits) -> String {
+fn describe(format: &str, err: ImageError, limits: &DecodeLimits) -> SkipReason {
     match err {
-        ImageError::Limits(e) => format!(
+        ImageError::Limits(e) => SkipReason::TooLarge(format!(
             "{format} image exceeds the decoder's memory limits ({e}; at most {}×{} pixels and {} MiB)",
             limits.max_side,
             limits.max_side,
             limits.max_alloc >> 20
-        ),
-        ImageError::Unsupported(e) => format!("{format} variant not supported: {e}"),
-        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            format!("truncated {format} file (ends before the image data does)")
+        )),
+        ImageError::Unsupported(e) => {
+            SkipReason::Unsupported(format!("{format} variant not supported: {e}"))
         }
-        ImageError::IoError(e) => format!("truncated or unreadable {format} file: {e}"),
+        ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            SkipReason::Truncated(format!(
+                "truncated {format} file (ends before the image data does)"
+            ))
+        }
+        ImageError::IoError(e) => {
+            SkipReason::Truncated(format!("truncated or unreadable {format} file: {e}"))
+        }
         ImageError::Decoding(e) => {
+            // The decoders say "truncated" in their own words only.
             let text = e.to_string();
-            if text.to_ascii_lowercase().contains("eof")
-                || text.to_ascii_lowercase().contains("end of")
-                || text.to_ascii_lowercase().contains("truncat")
-            {
-                format!("truncated {format} file: {text}")
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("eof") || lower.contains("end of") || lower.contains("truncat") {
+                SkipReason::Truncated(format!("truncated {format} file: {text}"))
             } else {
-                format!("corrupt {format} file: {text}")
+                SkipReason::Corrupt(format!("corrupt {format} file: {text}"))
             }
         }
-        other => format!("cannot decode {format} file: {other}"),
+        other => SkipReason::Corrupt(format!("cannot decode {format} file: {other}")),
     }
 }
 
@@ -219,7 +303,8 @@ mod tests {
     #[test]
     fn text_and_noise_are_refused_with_a_reason() {
         let reason = decode(b"hello, I am text", &DecodeLimits::default()).unwrap_err();
-        assert!(reason.starts_with("not an image"), "{reason}");
+        assert_eq!(reason, SkipReason::NotAnImage);
+        assert!(reason.to_string().starts_with("not an image"), "{reason}");
     }
 
     #[test]
@@ -229,14 +314,15 @@ mod tests {
         }));
         let bytes = png_bytes(&img);
         let reason = decode(&bytes[..bytes.len() / 2], &DecodeLimits::default()).unwrap_err();
-        assert!(reason.contains("PNG"), "{reason}");
+        assert!(reason.to_string().contains("PNG"), "{reason}");
     }
 
     #[test]
     fn huge_header_is_refused_before_allocating() {
         let reason =
             decode(&huge_png_header(60_000, 60_000), &DecodeLimits::default()).unwrap_err();
-        assert!(reason.contains("60000×60000"), "{reason}");
+        assert_eq!(reason.kind(), "image too large");
+        assert!(reason.to_string().contains("60000×60000"), "{reason}");
     }
 
     /// A PNG signature and IHDR claiming `w`×`h` RGBA, then nothing useful.

@@ -4,6 +4,7 @@
 //! [`Embedder::preprocess`] runs on CPU worker threads, one image at a time, and
 //! [`Embedder::embed_batch`] turns a batch of preprocessed inputs into vectors.
 
+#[cfg(feature = "clip")]
 pub mod clip;
 pub mod pixels;
 
@@ -11,17 +12,35 @@ use std::path::PathBuf;
 
 use image::DynamicImage;
 
-pub use clip::DeviceChoice;
+use crate::choice::Choice;
 pub use pixels::PixelEmbedder;
 
 /// Which embedder the user asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbedderKind {
     /// Grayscale brightness of a small thumbnail (works offline, no model).
     Pixels,
     /// CLIP ViT-B/32 image embeddings.
     Clip,
+}
+
+impl crate::choice::Choice for EmbedderKind {
+    const ALL: &'static [Self] = &[EmbedderKind::Pixels, EmbedderKind::Clip];
+
+    fn name(self) -> &'static str {
+        match self {
+            EmbedderKind::Pixels => "pixels",
+            EmbedderKind::Clip => "clip",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            EmbedderKind::Pixels => "grey brightness of a small copy (offline, no model)",
+            EmbedderKind::Clip => "CLIP image embeddings (needs the model's weights)",
+        }
+    }
 }
 
 impl EmbedderKind {
@@ -32,6 +51,39 @@ impl EmbedderKind {
             Self::Clip
         } else {
             Self::Pixels
+        }
+    }
+}
+
+/// Where CLIP runs (`--device`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware GPU through wgpu if there is one, else the CPU.
+    #[default]
+    Auto,
+    /// wgpu, whatever adapter it finds (even a software one).
+    Gpu,
+    /// Burn's CPU backend (flex).
+    Cpu,
+}
+
+impl Choice for DeviceChoice {
+    const ALL: &'static [Self] = &[DeviceChoice::Auto, DeviceChoice::Gpu, DeviceChoice::Cpu];
+
+    fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Gpu => "gpu",
+            DeviceChoice::Cpu => "cpu",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "a hardware GPU through wgpu if there is one, else the CPU",
+            DeviceChoice::Gpu => "wgpu, whatever adapter it finds (even a software one)",
+            DeviceChoice::Cpu => "the CPU (Burn's flex backend)",
         }
     }
 }
@@ -47,22 +99,33 @@ pub struct ClipOptions {
 }
 
 impl ClipOptions {
-    /// The model folder to use, or an error saying exactly how to get one.
+    /// The model folder to use (`--model` as a folder or a repo id, else
+    /// embedscope's models folder, else the Hugging Face cache), or an error
+    /// saying exactly how to get one.
+    #[cfg(feature = "clip")]
     pub fn find_model(&self) -> anyhow::Result<PathBuf> {
-        if let Some(dir) = &self.model {
-            return Ok(dir.clone());
-        }
-        let default = clip::fetch::default_model_dir()?;
-        clip::fetch::installed_model(&default).ok_or_else(|| {
-            anyhow::anyhow!(
-                "no CLIP weights found in {}. Run `embedscope model fetch` to download \
-                 openai/clip-vit-base-patch32 (about 600 MB) there, or pass `--model DIR` with a \
-                 Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json). \
-                 `--embedder pixels` works offline without weights.",
-                default.display()
-            )
-        })
+        Ok(self.resolve_model()?.dir)
     }
+
+    /// The model folder and where it came from; callers print it (`Display`).
+    #[cfg(feature = "clip")]
+    pub fn resolve_model(&self) -> anyhow::Result<clip::hub_cache::ResolvedModel> {
+        clip::hub_cache::resolve_model(self.model.as_deref())
+    }
+
+    #[cfg(not(feature = "clip"))]
+    pub fn find_model(&self) -> anyhow::Result<PathBuf> {
+        Err(without_clip())
+    }
+}
+
+/// The error of a build made without the `clip` feature.
+#[cfg(not(feature = "clip"))]
+fn without_clip() -> anyhow::Error {
+    anyhow::anyhow!(
+        "this embedscope was built without CLIP (cargo feature `clip`): rebuild with \
+         `cargo build --features clip`, or use `--embedder pixels`"
+    )
 }
 
 pub trait Embedder: Send + Sync {
@@ -78,8 +141,9 @@ pub trait Embedder: Send + Sync {
         self.id()
     }
 
-    /// Default cosine similarity above which two images count as near-duplicates,
-    /// measured for this embedder (see README).
+    /// Default cosine similarity above which two images count as
+    /// near-duplicates for this embedder: measured for pixels on MNIST (see
+    /// README), the customary value for CLIP (see `clip::DEFAULT_DUPLICATE_THRESHOLD`).
     fn default_duplicate_threshold(&self) -> f32;
 
     /// CPU-side preparation of one image (resize, colour conversion, ...).
@@ -98,6 +162,12 @@ pub fn make_embedder(
 ) -> anyhow::Result<Box<dyn Embedder>> {
     match kind {
         EmbedderKind::Pixels => Ok(Box::new(PixelEmbedder::for_sizes(sample_sizes))),
+        #[cfg(not(feature = "clip"))]
+        EmbedderKind::Clip => {
+            let _ = clip_options;
+            Err(without_clip())
+        }
+        #[cfg(feature = "clip")]
         EmbedderKind::Clip => {
             let dir = clip::ModelDir::open(&clip_options.find_model()?)?;
             let device = clip::ComputeDevice::select(clip_options.device)?;

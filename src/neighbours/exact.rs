@@ -1,11 +1,14 @@
 //! Exact kNN by blocked matrix products. The similarity matrix is symmetric,
-//! so only the blocks on and above the diagonal are computed (SGEMM), each one
+//! so only the blocks on and above the diagonal are computed (SGEMM through
+//! `ndarray`, whose kernel is `matrixmultiply`'s), each one
 //! feeding the top-k lists of its rows and of its columns: half the work of
 //! the full product.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::{KnnGraph, KnnMethod};
@@ -47,27 +50,16 @@ pub fn build(
             sims.clear();
             sims.resize(rows.len() * cols.len(), 0.0f32);
             if dim > 0 {
-                // SAFETY: rows.len()×dim and cols.len()×dim row-major blocks of the
-                // embedding matrix (the second read transposed), written into a
-                // rows.len()×cols.len() buffer.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        rows.len(),
-                        dim,
-                        cols.len(),
-                        1.0,
-                        embeddings.data[rows.start * dim..].as_ptr(),
-                        dim as isize,
-                        1,
-                        embeddings.data[cols.start * dim..].as_ptr(),
-                        1,
-                        dim as isize,
-                        0.0,
-                        sims.as_mut_ptr(),
-                        cols.len() as isize,
-                        1,
-                    );
-                }
+                let block = |r: &std::ops::Range<usize>| {
+                    ArrayView2::from_shape(
+                        (r.len(), dim),
+                        &embeddings.data[r.start * dim..r.end * dim],
+                    )
+                    .expect("a block of whole rows")
+                };
+                let mut out = ArrayViewMut2::from_shape((rows.len(), cols.len()), &mut sims[..])
+                    .expect("the buffer was sized for the block pair");
+                general_mat_mul(1.0, &block(&rows), &block(&cols).t(), 0.0, &mut out);
             }
             {
                 let mut mine = lists[a].lock().unwrap();

@@ -19,13 +19,33 @@ use crate::progress::{CancelToken, ProgressSink};
 /// 0.993; exact grows as n², HNSW as n log n, so they cross near 100,000.
 pub const EXACT_LIMIT: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KnnMethod {
     /// Exact for up to 100,000 images, approximate (HNSW) beyond.
     Auto,
     Exact,
     Approximate,
+}
+
+impl crate::choice::Choice for KnnMethod {
+    const ALL: &'static [Self] = &[KnnMethod::Auto, KnnMethod::Exact, KnnMethod::Approximate];
+
+    fn name(self) -> &'static str {
+        match self {
+            KnnMethod::Auto => "auto",
+            KnnMethod::Exact => "exact",
+            KnnMethod::Approximate => "approximate",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            KnnMethod::Auto => "exact for small sets, approximate for large ones",
+            KnnMethod::Exact => "every pair compared (grows as n²)",
+            KnnMethod::Approximate => "an approximate index (grows as n log n)",
+        }
+    }
 }
 
 /// `k` neighbours per point, nearest first. A row with fewer real neighbours

@@ -33,21 +33,21 @@ pub fn write_csv(
     images: &[ImageRecord],
     w: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    writeln!(w, "group,exact,weakest_cosine,path,keep")?;
+    let mut csv = csv::Writer::from_writer(w);
+    csv.write_record(["group", "exact", "weakest_cosine", "path", "keep"])?;
     for g in groups {
         let keep = keeper(g, images);
         for &m in &g.members {
-            writeln!(
-                w,
-                "{},{},{:.4},{},{}",
-                g.id,
-                g.exact,
-                g.weakest.cosine,
-                super::csv_field(&images[m].relative),
-                m == keep
-            )?;
+            csv.write_record([
+                g.id.to_string(),
+                g.exact.to_string(),
+                format!("{:.4}", g.weakest.cosine),
+                images[m].relative.clone(),
+                (m == keep).to_string(),
+            ])?;
         }
     }
+    csv.flush()?;
     Ok(())
 }
 

@@ -101,54 +101,47 @@ pub fn write_outputs(analysis: &Analysis, out: &Path) -> anyhow::Result<()> {
 }
 
 fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()> {
-    writeln!(w, "path,x,y,z,cluster,duplicate_group")?;
+    let mut csv = csv::Writer::from_writer(w);
+    csv.write_record(["path", "x", "y", "z", "cluster", "duplicate_group"])?;
     for (i, image) in analysis.folder.images.iter().enumerate() {
         let [x, y, z] = analysis.layout.points[i];
-        writeln!(
-            w,
-            "{},{x},{y},{z},{},{}",
-            csv_field(&image.relative),
-            analysis.clusters.labels[i],
-            analysis.duplicate_labels[i]
-        )?;
+        csv.write_record([
+            image.relative.clone(),
+            x.to_string(),
+            y.to_string(),
+            z.to_string(),
+            analysis.clusters.labels[i].to_string(),
+            analysis.duplicate_labels[i].to_string(),
+        ])?;
     }
+    csv.flush()?;
     Ok(())
 }
 
-/// Quotes a CSV field when it holds a comma, quote or line break (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Writes through a temporary file in the same folder, then renames it over
-/// `path`, so readers see the old file or the new one, never half of one.
+/// Writes through a temporary file in the same folder (`tempfile`), synced,
+/// then renamed over `path`, so readers see the old file or the new one, never
+/// half of one. On any error the temporary file is removed.
 pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        let mut buffered = std::io::BufWriter::new(file);
-        write(&mut buffered)?;
-        let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".embedscope-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    let mut buffered = std::io::BufWriter::new(tmp);
+    write(&mut buffered)?;
+    let tmp = buffered.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,10 +149,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_quoting() {
-        assert_eq!(csv_field("a/b.png"), "a/b.png");
-        assert_eq!(csv_field("a,b.png"), "\"a,b.png\"");
-        assert_eq!(csv_field("say \"hi\".png"), "\"say \"\"hi\"\".png\"");
+    fn atomic_writes_leave_the_old_file_on_error_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        write_atomically(&path, |w| Ok(w.write_all(b"old")?)).unwrap();
+        let err = write_atomically(&path, |w| {
+            w.write_all(b"half of a new")?;
+            anyhow::bail!("disk full")
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Stage 5: reduce the embeddings to 3D.
 //!
 //! UMAP (graph from `umap-rs`, seeded optimiser here), Barnes–Hut t-SNE
-//! (`bhtsne`) and PCA. All three are deterministic for a given seed. Inputs too
-//! small for a method fall back to PCA, and the report says so.
+//! (written here with scikit-learn's schedule) and PCA. All three are
+//! deterministic for a given seed. Inputs too small for a method fall back to
+//! PCA, and the report says so.
 
 pub mod pca;
 pub mod tsne;
@@ -11,20 +12,10 @@ pub mod umap;
 use serde::Serialize;
 
 use crate::Embeddings;
+use crate::choice::Choice;
+use crate::geometry::Point3;
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressSink};
-
-pub type Point3 = [f32; 3];
-
-#[inline]
-pub(crate) fn sub(a: Point3, b: Point3) -> Point3 {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-#[inline]
-pub(crate) fn norm2(v: Point3) -> f32 {
-    v[0] * v[0] + v[1] * v[1] + v[2] * v[2]
-}
 
 /// Called once per optimisation epoch: every `every` epochs, reports progress
 /// and stops if the user cancelled.
@@ -44,7 +35,7 @@ pub(crate) fn epoch_checkpoint(
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReducerKind {
     Umap,
@@ -52,12 +43,22 @@ pub enum ReducerKind {
     Pca,
 }
 
-impl ReducerKind {
-    pub fn name(self) -> &'static str {
+impl Choice for ReducerKind {
+    const ALL: &'static [Self] = &[ReducerKind::Umap, ReducerKind::Tsne, ReducerKind::Pca];
+
+    fn name(self) -> &'static str {
         match self {
             ReducerKind::Umap => "umap",
             ReducerKind::Tsne => "tsne",
             ReducerKind::Pca => "pca",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            ReducerKind::Umap => "UMAP: local neighbourhoods and global shape, fast",
+            ReducerKind::Tsne => "t-SNE (Barnes–Hut): tight local clusters, slower",
+            ReducerKind::Pca => "PCA: the three directions of largest variance, instant",
         }
     }
 }

@@ -1,10 +1,14 @@
-//! PCA to 3D by block power iteration on the centred data (never forms the D×D
-//! covariance, so it works for any embedding width). Deterministic: fixed seeded
-//! start, fixed-order reductions, and a sign convention on each component.
+//! PCA to 3D by block power (subspace) iteration. Up to 2,048 dimensions the
+//! D×D covariance is formed once with one SGEMM and iterated on; wider
+//! embeddings are iterated on the centred data itself, so the covariance is
+//! never formed for them. Deterministic: fixed seeded start, fixed-order
+//! reductions, and a sign convention on each component.
 
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::Point3;
+use crate::geometry::Point3;
 use crate::Embeddings;
 use crate::rng::Rng;
 
@@ -150,28 +154,11 @@ fn covariance_matrix(e: &Embeddings, mean: &[f32]) -> Vec<f32> {
         .map(|part| {
             let rows = part * n / COVARIANCE_PARTS..(part + 1) * n / COVARIANCE_PARTS;
             let block = &centred[rows.start * dim..rows.end * dim];
-            let mut c = vec![0.0f32; dim * dim];
-            // SAFETY: `block` is a (rows × dim) matrix; the pointers and strides
-            // describe its transpose, itself and the dim × dim output.
-            unsafe {
-                matrixmultiply::sgemm(
-                    dim,
-                    rows.len(),
-                    dim,
-                    1.0 / n as f32,
-                    block.as_ptr(),
-                    1,
-                    dim as isize,
-                    block.as_ptr(),
-                    dim as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    dim as isize,
-                    1,
-                );
-            }
-            c
+            let block = ArrayView2::from_shape((rows.len(), dim), block)
+                .expect("the block is rows × dim");
+            let mut c = Array2::<f32>::zeros((dim, dim));
+            general_mat_mul(1.0 / n as f32, &block.t(), &block, 0.0, &mut c);
+            c.into_raw_vec_and_offset().0
         })
         .collect();
     let mut c = vec![0.0f32; dim * dim];

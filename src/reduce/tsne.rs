@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{Point3, norm2, sub};
+use crate::geometry::{Point3, norm2, sub};
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 

@@ -1,17 +1,21 @@
 //! Stage 1: find the image files under a folder.
 //!
-//! The walk is deterministic (entries sorted by name, depth first), skips hidden
-//! files and folders, follows symbolic links but never into a loop, and turns every
-//! problem (dangling link, permission denied, non-image file) into a listed
-//! [`Skipped`] entry or a warning instead of an error. It only reads the folder.
+//! The walk (`walkdir`) is deterministic (entries sorted by name, depth first),
+//! skips hidden files and folders, follows symbolic links but never into a loop
+//! nor twice into the same folder, and turns every problem (dangling link,
+//! permission denied, non-image file) into a listed [`Skipped`] entry or a
+//! warning instead of an error. It only reads the folder.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+use walkdir::{DirEntry, WalkDir};
 
+use crate::decode::SkipReason;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 
 /// Extensions (lower case) of the formats the decoder understands.
@@ -31,10 +35,22 @@ pub struct ScannedFile {
 }
 
 /// A file that will not be in the map, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
     pub path: String,
-    pub reason: String,
+    pub reason: SkipReason,
+}
+
+impl Serialize for Skipped {
+    /// `{"path", "reason" (the sentence), "kind" (the short category)}`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Skipped", 3)?;
+        s.serialize_field("path", &self.path)?;
+        s.serialize_field("reason", &self.reason.to_string())?;
+        s.serialize_field("kind", self.reason.kind())?;
+        s.end()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -75,146 +91,171 @@ pub fn scan(
         stage: Stage::Scan,
         total: None,
     });
-    let mut walker = Walker {
-        result: ScanResult::default(),
-        visited_dirs: HashSet::new(),
-        progress,
-        cancel,
-    };
-    let root_id = dir_identity(root, &meta);
-    walker.visited_dirs.insert(root_id);
-    walker.walk(root, "")?;
-    Ok(walker.result)
-}
-
-struct Walker<'a> {
-    result: ScanResult,
-    /// Folders already entered, by (device, inode), so link loops end.
-    visited_dirs: HashSet<(u64, u64)>,
-    progress: &'a dyn ProgressSink,
-    cancel: &'a CancelToken,
-}
-
-impl Walker<'_> {
-    fn walk(&mut self, dir: &Path, prefix: &str) -> anyhow::Result<()> {
-        self.cancel.check()?;
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(err) => {
-                let shown = if prefix.is_empty() { "." } else { prefix };
-                self.result.warnings.push(format!(
-                    "cannot read folder {shown}: {err} (its images are left out)"
-                ));
-                self.result.skipped.push(Skipped {
-                    path: format!("{shown}/"),
-                    reason: format!("folder not readable: {err}"),
-                });
-                return Ok(());
-            }
-        };
-        let mut names: Vec<_> = entries
-            .filter_map(|entry| match entry {
-                Ok(entry) => Some(entry.file_name()),
-                Err(err) => {
-                    self.result
-                        .warnings
-                        .push(format!("error while listing {}: {err}", dir.display()));
-                    None
-                }
-            })
-            .collect();
+    // What the entry filter learns; it runs inside the walk, hence the cell.
+    let pruned = RefCell::new(Pruned::default());
+    let walk = WalkDir::new(root)
+        .follow_links(true)
         // Byte order of the names: stable across runs and platforms.
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        .sort_by(|a, b| {
+            a.file_name()
+                .as_encoded_bytes()
+                .cmp(b.file_name().as_encoded_bytes())
+        })
+        .into_iter()
+        .filter_entry(|entry| pruned.borrow_mut().keep(entry, root));
 
-        for name in names {
-            let path = dir.join(&name);
-            let name_str = match name.to_str() {
-                Some(s) => s.to_owned(),
-                None => {
-                    let lossy = name.to_string_lossy().into_owned();
-                    self.result.warnings.push(format!(
-                        "file name is not valid UTF-8, shown as {lossy:?} in the outputs"
-                    ));
-                    lossy
-                }
-            };
-            let relative = if prefix.is_empty() {
-                name_str.clone()
-            } else {
-                format!("{prefix}/{name_str}")
-            };
-            if name_str.starts_with('.') {
-                self.result.hidden += 1;
-                continue;
-            }
-            let link_meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(err) => {
-                    self.skip(&relative, format!("cannot read file information: {err}"));
+    let mut result = ScanResult::default();
+    for (seen, entry) in walk.enumerate() {
+        if seen % 1024 == 0 {
+            cancel.check()?;
+        }
+        match entry {
+            Ok(entry) => {
+                if entry.depth() == 0 || entry.file_type().is_dir() {
                     continue;
                 }
-            };
-            // Follow links: the target's metadata decides what this entry is.
-            let meta = if link_meta.file_type().is_symlink() {
-                match fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(err) => {
-                        let reason = if err.kind() == std::io::ErrorKind::NotFound {
-                            "symbolic link points to nothing (dangling link)".to_owned()
-                        } else {
-                            format!("symbolic link cannot be followed: {err}")
-                        };
-                        self.result.warnings.push(format!("{relative}: {reason}"));
-                        self.skip(&relative, reason);
-                        continue;
-                    }
-                }
-            } else {
-                link_meta
-            };
-
-            if meta.is_dir() {
-                let id = dir_identity(&path, &meta);
-                if !self.visited_dirs.insert(id) {
-                    self.result.warnings.push(format!(
-                        "{relative}/: folder already visited (symbolic link loop or second link to it), not entered again"
-                    ));
-                    continue;
-                }
-                self.walk(&path, &relative)?;
-            } else if meta.is_file() {
-                if is_image_extension(&path) {
-                    self.result.files.push(ScannedFile {
-                        path,
+                let relative = relative_path(root, entry.path(), &mut result.warnings);
+                if !entry.file_type().is_file() {
+                    result.skip(relative, SkipReason::NotRegularFile);
+                } else if !is_image_extension(entry.path()) {
+                    result.skip(relative, SkipReason::NotImageExtension);
+                } else {
+                    let size = match entry.metadata() {
+                        Ok(m) => m.len(),
+                        Err(err) => {
+                            let reason = format!("cannot read file information: {err}");
+                            result.skip(relative, SkipReason::Unreadable(reason));
+                            continue;
+                        }
+                    };
+                    result.files.push(ScannedFile {
+                        path: entry.into_path(),
                         relative,
-                        size: meta.len(),
+                        size,
                     });
-                    let found = self.result.files.len() as u64;
-                    if found.is_multiple_of(256) {
-                        self.progress.event(ProgressEvent::Advanced {
+                    if result.files.len().is_multiple_of(256) {
+                        progress.event(ProgressEvent::Advanced {
                             stage: Stage::Scan,
-                            done: found,
+                            done: result.files.len() as u64,
                         });
                     }
-                } else {
-                    self.skip(&relative, "not an image file extension".to_owned());
                 }
-            } else {
-                self.skip(
-                    &relative,
-                    "not a regular file (device, socket or pipe)".to_owned(),
-                );
             }
+            Err(err) => result.walk_error(root, err),
         }
-        Ok(())
     }
+    let pruned = pruned.into_inner();
+    result.hidden = pruned.hidden;
+    result.warnings.extend(pruned.warnings);
+    Ok(result)
+}
 
-    fn skip(&mut self, relative: &str, reason: String) {
-        self.result.skipped.push(Skipped {
-            path: relative.to_owned(),
+/// The entry filter's state: hidden entries passed over, and the folders
+/// already entered by (device, inode), so a second link to a folder (not only
+/// a loop, which `walkdir` detects itself) does not list its images twice.
+#[derive(Default)]
+struct Pruned {
+    hidden: usize,
+    visited_dirs: HashSet<(u64, u64)>,
+    warnings: Vec<String>,
+}
+
+impl Pruned {
+    fn keep(&mut self, entry: &DirEntry, root: &Path) -> bool {
+        if entry.depth() == 0 {
+            if let Ok(meta) = entry.metadata() {
+                self.visited_dirs.insert(dir_identity(entry.path(), &meta));
+            }
+            return true;
+        }
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            self.hidden += 1;
+            return false;
+        }
+        if entry.file_type().is_dir()
+            && let Ok(meta) = entry.metadata()
+            && !self.visited_dirs.insert(dir_identity(entry.path(), &meta))
+        {
+            let relative = relative_path(root, entry.path(), &mut Vec::new());
+            self.warnings.push(format!(
+                "{relative}/: folder already visited (symbolic link loop or second link to it), not entered again"
+            ));
+            return false;
+        }
+        true
+    }
+}
+
+impl ScanResult {
+    fn skip(&mut self, relative: String, reason: SkipReason) {
+        self.skipped.push(Skipped {
+            path: relative,
             reason,
         });
     }
+
+    /// An entry the walk could not follow: a dangling link, a folder it may
+    /// not read, a loop.
+    fn walk_error(&mut self, root: &Path, err: walkdir::Error) {
+        let Some(path) = err.path().map(Path::to_path_buf) else {
+            self.warnings.push(format!("error while listing {}: {err}", root.display()));
+            return;
+        };
+        let relative = relative_path(root, &path, &mut self.warnings);
+        let shown = if relative.is_empty() { "." } else { &relative };
+        if err.loop_ancestor().is_some() {
+            self.warnings.push(format!(
+                "{shown}/: folder already visited (symbolic link loop or second link to it), not entered again"
+            ));
+            return;
+        }
+        let is_link = fs::symlink_metadata(&path)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        let io = err
+            .io_error()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| err.to_string());
+        if is_link {
+            let reason = match fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => SkipReason::DanglingLink,
+                _ => SkipReason::LinkNotFollowed(io),
+            };
+            self.warnings.push(format!("{shown}: {reason}"));
+            self.skip(relative, reason);
+        } else if path.is_dir() {
+            self.warnings.push(format!(
+                "cannot read folder {shown}: {io} (its images are left out)"
+            ));
+            self.skip(format!("{shown}/"), SkipReason::FolderUnreadable(io));
+        } else {
+            self.skip(
+                relative,
+                SkipReason::Unreadable(format!("cannot read file information: {io}")),
+            );
+        }
+    }
+}
+
+/// `path` relative to `root`, `/`-separated; a name that is not UTF-8 is
+/// shown lossily, with a warning.
+fn relative_path(root: &Path, path: &Path, warnings: &mut Vec<String>) -> String {
+    let rest = path.strip_prefix(root).unwrap_or(path);
+    let mut parts = Vec::new();
+    for part in rest.components() {
+        let os = part.as_os_str();
+        match os.to_str() {
+            Some(s) => parts.push(s.to_owned()),
+            None => {
+                let lossy = os.to_string_lossy().into_owned();
+                warnings.push(format!(
+                    "file name is not valid UTF-8, shown as {lossy:?} in the outputs"
+                ));
+                parts.push(lossy);
+            }
+        }
+    }
+    parts.join("/")
 }
 
 #[cfg(unix)]
@@ -276,9 +317,25 @@ mod tests {
             result
                 .skipped
                 .iter()
-                .any(|s| s.path == "dangling.png" && s.reason.contains("dangling"))
+                .any(|s| s.path == "dangling.png" && s.reason == SkipReason::DanglingLink)
         );
         assert!(result.warnings.iter().any(|w| w.contains("sub/loop")));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_link_to_a_folder_is_not_walked_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("real/img.png"));
+        touch(&root.join("other/.hidden/x.png"));
+        std::os::unix::fs::symlink(root.join("real"), root.join("other/again")).unwrap();
+        let result = scan(root, &NoProgress, &CancelToken::new()).unwrap();
+        let found: Vec<_> = result.files.iter().map(|f| f.relative.as_str()).collect();
+        // "other" sorts first, so the folder is listed under its link once.
+        assert_eq!(found, ["other/again/img.png"]);
+        assert_eq!(result.hidden, 1);
+        assert!(result.warnings.iter().any(|w| w.starts_with("real/")), "{:?}", result.warnings);
     }
 
     #[test]

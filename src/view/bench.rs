@@ -18,7 +18,8 @@ use crate::Embeddings;
 use crate::analyze::Clusters;
 use crate::decode::ContentHash;
 use crate::neighbours::{KnnGraph, KnnMethod};
-use crate::pipeline::{Analysis, AnalyzeOptions, EmbeddedFolder, ImageRecord, Thumbnail};
+use crate::decode::Thumbnail;
+use crate::pipeline::{Analysis, AnalyzeOptions, EmbeddedFolder, ImageRecord};
 use crate::reduce::{Layout, ReducerKind};
 use crate::rng::Rng;
 

@@ -5,7 +5,7 @@
 use bevy::prelude::*;
 
 use super::loading::Dataset;
-use crate::reduce::Point3;
+use crate::geometry::Point3;
 
 /// Root-mean-square distance of the points from the centre after scaling:
 /// every layout then fits the same camera framing.
@@ -39,8 +39,8 @@ pub struct Positions {
     to: Vec<Vec3>,
     /// 0 → 1 over a transition; 1 when settled.
     progress: f32,
-    /// Identity of the layout shown (address of its points), to notice a new one.
-    source: usize,
+    /// The [`Dataset::layout_generation`] shown, to notice a new layout.
+    generation: u64,
     /// Distance from the centre within which 98% of the points lie.
     pub radius: f32,
 }
@@ -58,23 +58,19 @@ impl Positions {
 }
 
 fn follow_dataset(dataset: Res<Dataset>, mut positions: ResMut<Positions>) {
-    let points: &[Point3] = match (&dataset.analysis, &dataset.preview) {
-        (_, Some(preview)) => preview,
-        (Some(analysis), None) => &analysis.layout.points,
-        (None, None) => {
-            if positions.source != 0 {
-                *positions = Positions::default();
-            }
-            return;
-        }
-    };
-    let source = points.as_ptr() as usize;
-    if source == positions.source {
+    if positions.generation == dataset.layout_generation {
         return;
     }
+    let Some(points) = dataset.shown_layout() else {
+        *positions = Positions {
+            generation: dataset.layout_generation,
+            ..default()
+        };
+        return;
+    };
     let to = normalise(points);
     let p = positions.as_mut();
-    p.source = source;
+    p.generation = dataset.layout_generation;
     // Points keep their identity across layouts of the same images, so they
     // can travel; a different image set starts in place.
     if p.current.len() == to.len() {

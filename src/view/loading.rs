@@ -9,7 +9,7 @@ use bevy::prelude::*;
 
 use crate::pipeline::{self, Analysis, AnalyzeOptions};
 use crate::progress::{CancelToken, ProgressEvent, Stage, is_cancelled};
-use crate::reduce::Point3;
+use crate::geometry::Point3;
 
 pub struct LoadingPlugin {
     pub folder: Option<PathBuf>,
@@ -59,14 +59,20 @@ pub struct StageProgress {
 #[derive(Resource, Default)]
 pub struct Dataset {
     pub folder: Option<PathBuf>,
-    pub stages: [StageProgress; 6],
+    pub stages: [StageProgress; Stage::ALL.len()],
     pub warnings: Vec<String>,
     /// The PCA preview, before the final layout exists.
     pub preview: Option<Arc<Vec<Point3>>>,
     pub analysis: Option<Arc<Analysis>>,
+    /// Counts the analyses shown: readers compare it with the one they last
+    /// saw to notice a new result (or a new folder, or none).
+    pub generation: u64,
+    /// Counts the layouts shown (a preview, a result, none): what the
+    /// positions follow.
+    pub layout_generation: u64,
     /// Why the last run stopped without a result, in words for the user.
     pub error: Option<String>,
-    worker: Option<Worker>,
+    run: Option<Run>,
 }
 
 impl Dataset {
@@ -75,12 +81,14 @@ impl Dataset {
         Self {
             folder: Some(folder),
             analysis: Some(analysis),
+            generation: 1,
+            layout_generation: 1,
             ..default()
         }
     }
 
     pub fn running(&self) -> bool {
-        self.worker.is_some()
+        self.run.is_some()
     }
 
     pub fn stage(&self, stage: Stage) -> &StageProgress {
@@ -89,21 +97,37 @@ impl Dataset {
 
     /// Stops the running analysis at its next batch boundary.
     pub fn cancel(&self) {
-        if let Some(worker) = &self.worker {
-            worker.cancel.cancel();
+        if let Some(run) = &self.run {
+            run.task.cancel();
+        }
+    }
+
+    /// Shows `analysis` (or nothing) as a new generation.
+    fn replace_analysis(&mut self, analysis: Option<Arc<Analysis>>) {
+        self.analysis = analysis;
+        self.generation += 1;
+        self.layout_generation += 1;
+    }
+
+    fn replace_preview(&mut self, preview: Option<Arc<Vec<Point3>>>) {
+        self.preview = preview;
+        self.layout_generation += 1;
+    }
+
+    /// The layout to draw: the preview while a run has one, else the result's.
+    pub fn shown_layout(&self) -> Option<&[Point3]> {
+        match (&self.preview, &self.analysis) {
+            (Some(preview), _) => Some(preview.as_slice()),
+            (None, Some(analysis)) => Some(&analysis.layout.points),
+            (None, None) => None,
         }
     }
 }
 
-struct Worker {
-    cancel: CancelToken,
-    inbox: Arc<Mutex<Inbox>>,
-}
-
-#[derive(Default)]
-struct Inbox {
-    events: Vec<ProgressEvent>,
-    result: Option<Result<Analysis, String>>,
+/// A pipeline run in the background and the events it has sent.
+struct Run {
+    task: Task<Analysis>,
+    events: Arc<Mutex<Vec<ProgressEvent>>>,
 }
 
 fn start_requested_runs(
@@ -124,13 +148,17 @@ fn start_requested_runs(
     // A re-run of the same folder keeps the old result on screen until the
     // new one is ready; a new folder starts blank.
     let previous = if keep { dataset.analysis.take() } else { None };
+    let generation = dataset.generation + if keep { 0 } else { 1 };
+    let layout_generation = dataset.layout_generation + 1;
     *dataset = Dataset {
         folder: Some(folder.clone()),
         analysis: previous,
+        generation,
+        layout_generation,
         ..default()
     };
     super::welcome::remember_recent(&folder);
-    dataset.worker = Some(spawn_worker(folder, settings.0.clone()));
+    dataset.run = Some(start_run(folder, settings.0.clone()));
 }
 
 /// A dropped or chosen file stands for the folder that holds it.
@@ -142,38 +170,38 @@ pub fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-fn spawn_worker(folder: PathBuf, options: AnalyzeOptions) -> Worker {
-    let cancel = CancelToken::new();
-    let inbox = Arc::new(Mutex::new(Inbox::default()));
-    let (thread_cancel, thread_inbox) = (cancel.clone(), inbox.clone());
-    std::thread::Builder::new()
-        .name("embedscope-pipeline".into())
-        .spawn(move || {
-            let sink = |event: ProgressEvent| thread_inbox.lock().unwrap().events.push(event);
-            let result = pipeline::analyze(&folder, &options, &sink, &thread_cancel)
-                .map_err(|err| describe_failure(&err, &folder));
-            thread_inbox.lock().unwrap().result = Some(result);
-        })
-        .expect("spawning the pipeline thread");
-    Worker { cancel, inbox }
+fn start_run(folder: PathBuf, options: AnalyzeOptions) -> Run {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink_events = events.clone();
+    let task = Task::spawn("pipeline", move |cancel| {
+        let sink = |event: ProgressEvent| {
+            sink_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(event)
+        };
+        pipeline::analyze(&folder, &options, &sink, cancel)
+    });
+    Run { task, events }
 }
 
-fn describe_failure(err: &anyhow::Error, folder: &Path) -> String {
-    if is_cancelled(err) {
-        "Cancelled. Open the folder again (or press Re-run) to start over.".to_owned()
-    } else {
-        format!("Could not analyse {}: {err:#}", folder.display())
+fn describe_failure(err: &TaskError, folder: Option<&Path>) -> String {
+    let folder = folder.map_or(String::new(), |f| f.display().to_string());
+    match err {
+        TaskError::Cancelled => {
+            "Cancelled. Open the folder again (or press Re-run) to start over.".to_owned()
+        }
+        TaskError::Failed(message) => format!("Could not analyse {folder}: {message}"),
+        TaskError::Crashed(_) => format!("Could not analyse {folder}: {err}"),
     }
 }
 
 fn drain_worker_events(mut dataset: ResMut<Dataset>) {
-    let Some(worker) = &dataset.worker else {
+    let Some(run) = dataset.run.as_mut() else {
         return;
     };
-    let (events, result) = {
-        let mut inbox = worker.inbox.lock().unwrap();
-        (std::mem::take(&mut inbox.events), inbox.result.take())
-    };
+    let events = std::mem::take(&mut *run.events.lock().unwrap_or_else(|p| p.into_inner()));
+    let result = run.task.poll();
     if events.is_empty() && result.is_none() {
         return;
     }
@@ -197,18 +225,20 @@ fn drain_worker_events(mut dataset: ResMut<Dataset>) {
                 s.finished = Some((seconds, summary));
             }
             ProgressEvent::Warning(text) => dataset.warnings.push(text),
-            ProgressEvent::LayoutPreview(points) => dataset.preview = Some(points),
+            ProgressEvent::LayoutPreview(points) => dataset.replace_preview(Some(points)),
         }
     }
     match result {
         Some(Ok(analysis)) => {
-            dataset.analysis = Some(Arc::new(analysis));
             dataset.preview = None;
-            dataset.worker = None;
+            dataset.replace_analysis(Some(Arc::new(analysis)));
+            dataset.run = None;
         }
-        Some(Err(message)) => {
-            dataset.error = Some(message);
-            dataset.worker = None;
+        Some(Err(err)) => {
+            dataset.error = Some(describe_failure(&err, dataset.folder.as_deref()));
+            // The preview of a failed run has nothing behind it.
+            dataset.replace_preview(None);
+            dataset.run = None;
         }
         None => {}
     }
@@ -217,6 +247,17 @@ fn drain_worker_events(mut dataset: ResMut<Dataset>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crashed_run_says_so_and_can_be_retried() {
+        let message = describe_failure(
+            &TaskError::Crashed("attempt to subtract with overflow".into()),
+            Some(Path::new("/data")),
+        );
+        assert!(message.contains("/data") && message.contains("retry"), "{message}");
+        let cancelled = describe_failure(&TaskError::Cancelled, None);
+        assert!(cancelled.contains("Re-run"));
+    }
 
     #[test]
     fn a_file_stands_for_its_folder() {

@@ -74,7 +74,7 @@ type Decoded = Result<egui::ColorImage, String>;
 /// The selected image at display size, decoded on a worker thread.
 #[derive(Resource, Default)]
 struct SelectedImage {
-    key: Option<(usize, usize)>,
+    key: Option<(u64, usize)>,
     pending: Option<Arc<Mutex<Option<Decoded>>>>,
     shown: Option<Result<egui::TextureHandle, String>>,
     /// Pixels not yet turned into a texture (needs the egui context).
@@ -90,7 +90,7 @@ fn load_selected_image(
         .analysis
         .as_ref()
         .zip(state.selected)
-        .map(|(a, i)| (Arc::as_ptr(a) as usize, i));
+        .map(|(_, i)| (dataset.generation, i));
     if key != selected.key {
         selected.key = key;
         selected.shown = None;

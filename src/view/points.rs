@@ -115,7 +115,8 @@ impl ExtractComponent for PointInstances {
 pub struct Classes {
     pub names: Vec<String>,
     pub of_image: Vec<i32>,
-    source: usize,
+    /// The [`Dataset::generation`] these belong to.
+    generation: u64,
 }
 
 fn spawn_point_cloud(mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>) {
@@ -130,13 +131,12 @@ fn spawn_point_cloud(mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>) {
 }
 
 fn index_classes(dataset: Res<Dataset>, mut classes: ResMut<Classes>) {
+    if classes.generation == dataset.generation {
+        return;
+    }
     let Some(analysis) = &dataset.analysis else {
         return;
     };
-    let source = Arc::as_ptr(analysis) as usize;
-    if classes.source == source {
-        return;
-    }
     let labels: Vec<&str> = analysis
         .folder
         .images
@@ -153,7 +153,7 @@ fn index_classes(dataset: Res<Dataset>, mut classes: ResMut<Classes>) {
     *classes = Classes {
         names,
         of_image,
-        source,
+        generation: dataset.generation,
     };
 }
 

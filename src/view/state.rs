@@ -33,22 +33,18 @@ fn follow_analysis(
     dataset: Res<super::loading::Dataset>,
     mut duplicates: ResMut<Duplicates>,
     mut state: ResMut<ViewState>,
-    mut shown: Local<usize>,
+    mut shown: Local<u64>,
 ) {
-    let Some(analysis) = &dataset.analysis else {
-        if *shown != 0 {
-            *shown = 0;
-            *duplicates = Duplicates::default();
-            state.selected = None;
-            state.hovered = None;
-        }
-        return;
-    };
-    let id = std::sync::Arc::as_ptr(analysis) as usize;
-    if *shown == id {
+    if *shown == dataset.generation {
         return;
     }
-    *shown = id;
+    *shown = dataset.generation;
+    let Some(analysis) = &dataset.analysis else {
+        *duplicates = Duplicates::default();
+        state.selected = None;
+        state.hovered = None;
+        return;
+    };
     if duplicates.labels.len() != analysis.duplicate_labels.len() {
         state.selected = None;
         state.hovered = None;
@@ -62,13 +58,33 @@ fn follow_analysis(
     };
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ColorBy {
     #[default]
     Cluster,
     /// The first folder of the image's path (its class in a labelled dataset).
     Folder,
     Duplicates,
+}
+
+impl crate::choice::Choice for ColorBy {
+    const ALL: &'static [Self] = &[ColorBy::Cluster, ColorBy::Folder, ColorBy::Duplicates];
+
+    fn name(self) -> &'static str {
+        match self {
+            ColorBy::Cluster => "cluster",
+            ColorBy::Folder => "folder",
+            ColorBy::Duplicates => "duplicates",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            ColorBy::Cluster => "the cluster each point belongs to",
+            ColorBy::Folder => "the image's top folder (its class in a labelled dataset)",
+            ColorBy::Duplicates => "exact and near-duplicate copies",
+        }
+    }
 }
 
 #[derive(Resource, Debug, Clone, PartialEq)]

@@ -17,7 +17,8 @@ use super::layout::Positions;
 use super::loading::Dataset;
 use super::picking::Projector;
 use super::state::ViewState;
-use crate::pipeline::{Analysis, Thumbnail};
+use crate::decode::Thumbnail;
+use crate::pipeline::Analysis;
 
 /// Pixels a side of the thumbnails the viewer asks the pipeline for.
 pub const THUMBNAIL_SIZE: u32 = 64;
@@ -110,7 +111,8 @@ pub fn pack_pages(thumbnails: &[Thumbnail], cell: u32, page: u32) -> (Vec<Vec<u8
 /// The atlas of the analysis shown, and one billboard mesh per page.
 #[derive(Resource, Default)]
 pub struct Atlas {
-    source: usize,
+    /// The [`Dataset::generation`] packed.
+    generation: u64,
     /// Packing runs on a worker thread: 100k thumbnails are 1.6 GB to copy.
     packing: Option<Arc<Mutex<Option<Packed>>>>,
     slots: Vec<Slot>,
@@ -135,13 +137,12 @@ fn pack_atlas(
     mut materials: ResMut<Assets<StandardMaterial>>,
 ) {
     let analysis: Option<&Arc<Analysis>> = dataset.analysis.as_ref();
-    let source = analysis.map_or(0, |a| Arc::as_ptr(a) as usize);
-    if source != atlas.source {
+    if dataset.generation != atlas.generation {
         for (_, entity, _) in atlas.pages.drain(..) {
             commands.entity(entity).despawn();
         }
         *atlas = Atlas {
-            source,
+            generation: dataset.generation,
             ..default()
         };
         let has_thumbnails = analysis.is_some_and(|a| !a.folder.thumbnails.is_empty());

@@ -5,18 +5,7 @@
 
 use burn::tensor::{Device, DeviceKind};
 
-/// What the user asked for (`--device`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// A hardware GPU through wgpu if there is one, else the CPU.
-    #[default]
-    Auto,
-    /// wgpu, whatever adapter it finds (even a software one).
-    Gpu,
-    /// Burn's CPU backend (flex).
-    Cpu,
-}
+pub use crate::embed::DeviceChoice;
 
 /// The device chosen, and words for the user.
 #[derive(Clone, Debug)]

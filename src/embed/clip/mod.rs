@@ -9,6 +9,7 @@
 pub mod config;
 pub mod device;
 pub mod fetch;
+pub mod hub_cache;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;

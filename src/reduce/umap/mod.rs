@@ -8,7 +8,7 @@ use ndarray::ArrayView2;
 use serde::Serialize;
 use umap_rs::{GraphParams, ManifoldParams, OptimizationParams, Umap, UmapConfig};
 
-use super::Point3;
+use crate::geometry::Point3;
 use crate::Embeddings;
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};

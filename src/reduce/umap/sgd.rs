@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::reduce::{Point3, norm2, sub};
+use crate::geometry::{Point3, norm2, sub};
 use crate::rng::Rng;
 
 /// Negative samples computed side by side (the SSE2 width: every x86-64 CPU).

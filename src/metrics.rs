@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::Embeddings;
-use crate::reduce::{Point3, norm2, sub};
+use crate::geometry::{Point3, norm2, sub};
 
 fn dist2(a: &Point3, b: &Point3) -> f32 {
     norm2(sub(*a, *b))

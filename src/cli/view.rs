@@ -1,0 +1,98 @@
+//! `embedscope [FOLDER]`, `embedscope view` and `install-desktop`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use embedscope::pipeline::AnalyzeOptions;
+use embedscope::reduce::ReducerKind;
+use embedscope::view;
+
+use super::args::{EmbeddingArgs, choice};
+
+#[derive(Args)]
+pub struct ViewArgs {
+    /// The dataset folder (read only: nothing is ever written into it).
+    folder: Option<PathBuf>,
+    #[command(flatten)]
+    embedding: EmbeddingArgs,
+    /// How vectors become a 3D layout.
+    #[arg(long, value_parser = choice::<ReducerKind>(), default_value = "umap")]
+    reducer: ReducerKind,
+    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    #[arg(long)]
+    no_thumbnails: bool,
+    /// What the points' colours show.
+    #[arg(long, value_parser = choice::<view::state::ColorBy>(), default_value = "cluster")]
+    color_by: view::state::ColorBy,
+    /// Script hook: scale the camera distance once the map is shown.
+    #[arg(long, value_name = "F", hide = true)]
+    zoom: Option<f32>,
+    /// Save a PNG of the window once the map is shown, then exit.
+    #[arg(long, value_name = "PNG")]
+    screenshot: Option<PathBuf>,
+    /// Test hook: click the on-screen position of this point once the map is shown.
+    #[arg(long, value_name = "INDEX", hide = true)]
+    click_point: Option<usize>,
+    /// Test hook: print the selection as JSON before exiting.
+    #[arg(long, hide = true)]
+    print_selection: bool,
+    /// Benchmark: show N synthetic points (no folder) and print frame times.
+    #[arg(long, value_name = "N", conflicts_with = "folder")]
+    bench_points: Option<usize>,
+    /// Benchmark: frames to time.
+    #[arg(long, default_value_t = 30, requires = "bench_points")]
+    bench_frames: usize,
+    /// Benchmark: without thumbnail billboards.
+    #[arg(long, requires = "bench_points")]
+    bench_no_thumbnails: bool,
+}
+
+pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    let (embedder, clip) = args.embedding.resolve()?;
+    let options = view::ViewOptions {
+        folder: args.folder,
+        analyze: AnalyzeOptions {
+            embedder,
+            clip,
+            reducer: args.reducer,
+            ..AnalyzeOptions::default()
+        },
+        screenshot: args.screenshot,
+        click_point: args.click_point,
+        print_selection: args.print_selection,
+        no_thumbnails: args.no_thumbnails,
+        zoom: args.zoom,
+        color_by: args.color_by,
+        bench: args.bench_points.map(|points| view::bench::BenchOptions {
+            points,
+            frames: args.bench_frames,
+            thumbnails: !args.bench_no_thumbnails,
+        }),
+    };
+    view::run(options)
+}
+
+#[derive(Args)]
+pub struct InstallDesktopArgs {
+    /// Data folder to install into [default: $XDG_DATA_HOME, else ~/.local/share].
+    #[arg(long, value_name = "DIR")]
+    data_home: Option<PathBuf>,
+}
+
+pub fn run_install_desktop(args: InstallDesktopArgs) -> anyhow::Result<ExitCode> {
+    let data_home = match args.data_home {
+        Some(dir) => dir,
+        None => view::welcome::default_data_home()?,
+    };
+    let exe = std::env::current_exe()?;
+    let written = view::welcome::install_desktop_entry(&data_home, &exe)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "embedscope is now in the \"Open with\" menu of folders (log out and in if it does not show yet)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
