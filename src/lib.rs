@@ -13,7 +13,6 @@ pub mod choice;
 pub mod decode;
 pub mod embed;
 pub mod geometry;
-pub mod labels;
 pub mod neighbours;
 pub mod output;
 pub mod pipeline;

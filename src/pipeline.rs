@@ -1,7 +1,12 @@
 //! The whole pipeline, headless: folder → embeddings → neighbours → 3D layout →
-//! clusters → duplicates. The CLI, the tests and the viewer call [`analyze`] (or
-//! its two halves, [`embed_folder`] and [`analyze_embeddings`]) with a progress
-//! sink and a cancel token.
+//! clusters → duplicates → issues (label issues, outliers, quality flags). The
+//! CLI, the tests and the viewer call [`analyze`] (or its two halves,
+//! [`embed_folder`] and [`analyze_embeddings`]) with a progress sink and a
+//! cancel token.
+//!
+//! Three caches make a second look cheap, all under [`CacheMode`]: embeddings
+//! by content hash, thumbnails by content hash (for the viewer), and whole
+//! analyses (neighbours, layout, clusters) by the embeddings and parameters.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +16,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Embeddings;
-use crate::analyze::{self, ClusterParams, Clusters, DuplicateGroup};
+use crate::analyze::{self, ClusterParams, Clusters, Curation, DuplicateGroup};
 use crate::choice::Choice;
 use crate::cache::{self, EmbeddingCache};
 use crate::decode::{self, ContentHash, DecodeLimits, SkipReason, Thumbnail};
@@ -19,6 +24,7 @@ use crate::embed::{self, ClipOptions, Embedder, EmbedderKind};
 use crate::neighbours::{self, KnnGraph, KnnMethod};
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
+use crate::scan::labels::{self, LabelSource, ResolvedLabels};
 use crate::scan::{self, Skipped};
 
 /// Neighbours kept for duplicate detection even when the layout needs none.
@@ -26,12 +32,44 @@ pub const MIN_NEIGHBOURS: usize = 15;
 
 #[derive(Clone, Debug)]
 pub enum CacheMode {
-    /// `cache.sqlite` in [`cache::default_cache_dir`].
+    /// `cache.sqlite` in [`cache::default_cache_dir`], thumbnails and
+    /// analyses beside it.
     Default,
-    /// A database at this path.
+    /// The embedding database at this path; thumbnails and analyses beside it.
     At(PathBuf),
-    /// No cache: every image is embedded again.
+    /// No cache: every image is embedded and every analysis computed again.
     Off,
+}
+
+impl CacheMode {
+    /// The embedding database, unless off.
+    pub fn embeddings(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(match self {
+            CacheMode::Off => None,
+            CacheMode::At(path) => Some(path.clone()),
+            CacheMode::Default => Some(cache::default_cache_dir()?.join("cache.sqlite")),
+        })
+    }
+
+    /// The folder the embedding database lives in: thumbnails and analyses
+    /// are kept there too.
+    fn folder(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.embeddings()?.map(|db| {
+            db.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        }))
+    }
+
+    /// The thumbnail store, unless off.
+    pub fn thumbnails(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.folder()?.map(|d| d.join("thumbnails.sqlite")))
+    }
+
+    /// The folder of finished analyses, unless off.
+    pub fn analyses(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self.folder()?.map(|d| d.join("analyses")))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -50,9 +88,15 @@ pub struct AnalyzeOptions {
     pub batch_size: usize,
     /// Model, device and batch size for `--embedder clip`.
     pub clip: ClipOptions,
-    /// Also make an RGBA thumbnail of at most this many pixels a side for
-    /// every image (the viewer's billboards); `None` (the CLI): none.
+    /// Also keep a thumbnail of at most this many pixels a side of every
+    /// image in the thumbnail store (the viewer's billboards and galleries);
+    /// `None` (the CLI): none.
     pub thumbnail_size: Option<u32>,
+    /// Where the given labels come from (the label analyses need them).
+    pub labels: LabelSource,
+    /// Reuse a finished analysis of the same embeddings and parameters from
+    /// the cache (and keep this one there).
+    pub reuse_analysis: bool,
 }
 
 impl Default for AnalyzeOptions {
@@ -70,6 +114,8 @@ impl Default for AnalyzeOptions {
             batch_size: 256,
             clip: ClipOptions::default(),
             thumbnail_size: None,
+            labels: LabelSource::default(),
+            reuse_analysis: true,
         }
     }
 }
@@ -101,9 +147,11 @@ pub type Timings = BTreeMap<&'static str, f64>;
 pub struct EmbeddedFolder {
     pub root: PathBuf,
     pub images: Vec<ImageRecord>,
-    /// One per image when [`AnalyzeOptions::thumbnail_size`] was set, else empty.
-    pub thumbnails: Vec<Thumbnail>,
     pub embeddings: Embeddings,
+    /// The labels the images were given, or why there are none.
+    pub labels: ResolvedLabels,
+    /// The thumbnail store the images' thumbnails were put in, when asked for.
+    pub thumbnail_store: Option<PathBuf>,
     pub embedder_id: String,
     /// Which model on which device, for people.
     pub embedder_description: String,
@@ -126,8 +174,11 @@ pub struct Analysis {
     pub duplicate_labels: Vec<i32>,
     pub duplicates: Vec<DuplicateGroup>,
     pub duplicate_threshold: f32,
+    pub curation: Curation,
     pub options: AnalyzeOptions,
     pub timings: Timings,
+    /// Neighbours, layout and clusters came from the analysis cache.
+    pub reused: bool,
 }
 
 /// Runs every stage on `root`.
@@ -174,29 +225,41 @@ pub fn embed_folder(
     let sizes = sample_sizes(&scanned.files, options.limits);
     let embedder = embed::make_embedder(options.embedder, &sizes, &options.clip)?;
     let embedder_id = embedder.id();
-    let mut cache = match &options.cache {
-        CacheMode::Off => None,
-        mode => {
-            let path = match mode {
-                CacheMode::At(path) => path.clone(),
-                _ => cache::default_cache_dir()?.join("cache.sqlite"),
-            };
-            match EmbeddingCache::open(&path) {
-                Ok((cache, warning)) => {
-                    if let Some(w) = warning {
-                        progress.event(ProgressEvent::Warning(w.clone()));
-                        warnings.push(w);
-                    }
-                    Some(cache)
+    let warn = |w: String, warnings: &mut Vec<String>| {
+        progress.event(ProgressEvent::Warning(w.clone()));
+        warnings.push(w);
+    };
+    let mut cache = match options.cache.embeddings()? {
+        None => None,
+        Some(path) => match EmbeddingCache::open(&path) {
+            Ok((cache, warning)) => {
+                if let Some(w) = warning {
+                    warn(w, &mut warnings);
                 }
-                Err(err) => {
-                    let w = format!("embedding cache unavailable, continuing without it: {err:#}");
-                    progress.event(ProgressEvent::Warning(w.clone()));
-                    warnings.push(w);
-                    None
-                }
+                Some(cache)
             }
-        }
+            Err(err) => {
+                warn(
+                    format!("embedding cache unavailable, continuing without it: {err}"),
+                    &mut warnings,
+                );
+                None
+            }
+        },
+    };
+    let thumbnail_size = options.thumbnail_size;
+    let mut thumbnails = match (thumbnail_size, options.cache.thumbnails()?) {
+        (Some(_), Some(path)) => match cache::thumbnails::ThumbnailStore::open(&path) {
+            Ok(store) => Some(store),
+            Err(err) => {
+                warn(
+                    format!("thumbnail store unavailable, the map shows dots only: {err}"),
+                    &mut warnings,
+                );
+                None
+            }
+        },
+        _ => None,
     };
     let mut stats = CacheStats {
         path: cache.as_ref().map(|c| c.path().display().to_string()),
@@ -205,7 +268,6 @@ pub fn embed_folder(
 
     let mut cache_warnings = Vec::new();
     let mut images = Vec::with_capacity(scanned.files.len());
-    let mut thumbnails = Vec::new();
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
     // Two stages in flight: while the model embeds batch k on its own thread
@@ -233,13 +295,12 @@ pub fn embed_folder(
         let mut collect = |files: &[scan::ScannedFile], outcome: Vec<BatchResult>| {
             for (file, result) in files.iter().zip(outcome) {
                 match result {
-                    Ok((record, vector, thumbnail)) => {
+                    Ok((record, vector)) => {
                         images.push(ImageRecord {
                             relative: file.relative.clone(),
                             ..record
                         });
                         data.extend_from_slice(&vector);
-                        thumbnails.extend(thumbnail);
                     }
                     Err(reason) => skipped.push(Skipped {
                         path: file.relative.clone(),
@@ -269,8 +330,19 @@ pub fn embed_folder(
                         &embedder_id,
                         cache.as_ref(),
                         options.limits,
-                        options.thumbnail_size,
+                        thumbnails.as_ref().zip(thumbnail_size),
                     )?;
+                    if let (Some(store), Some(size)) = (thumbnails.as_mut(), thumbnail_size) {
+                        let made: Vec<(ContentHash, &Thumbnail)> =
+                            prepared.thumbnails.iter().map(|(h, t)| (*h, t)).collect();
+                        if let Err(err) = store.put_many(&made, size) {
+                            let w = format!("{err}; thumbnails are not kept for this run");
+                            progress.event(ProgressEvent::Warning(w.clone()));
+                            cache_warnings.push(w);
+                            thumbnails = None;
+                        }
+                        prepared.thumbnails.clear();
+                    }
                     to_model
                         .send(std::mem::take(&mut prepared.inputs))
                         .map_err(|_| anyhow::anyhow!("the embedding thread stopped"))?;
@@ -312,11 +384,17 @@ pub fn embed_folder(
     });
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     let n = images.len();
+    let relative: Vec<&str> = images.iter().map(|r| r.relative.as_str()).collect();
+    let labels = labels::resolve(&options.labels, &relative)?;
+    for w in &labels.warnings {
+        warn(w.clone(), &mut warnings);
+    }
     Ok(EmbeddedFolder {
         root: root.to_path_buf(),
-        images,
-        thumbnails,
         embeddings: Embeddings::new(n, embedder.dim(), data),
+        labels,
+        thumbnail_store: thumbnails.map(|t| t.path().to_path_buf()),
+        images,
         embedder_id,
         embedder_description: embedder.description(),
         default_duplicate_threshold: embedder.default_duplicate_threshold(),
@@ -328,7 +406,7 @@ pub fn embed_folder(
     })
 }
 
-/// Neighbours, layout, clusters and duplicates of an embedded folder.
+/// Neighbours, layout, clusters, duplicates and issues of an embedded folder.
 pub fn analyze_embeddings(
     folder: EmbeddedFolder,
     options: &AnalyzeOptions,
@@ -337,20 +415,159 @@ pub fn analyze_embeddings(
 ) -> anyhow::Result<Analysis> {
     let mut timings = folder.timings.clone();
     let e = &folder.embeddings;
-    let n = e.n;
+    let k = options
+        .reduce
+        .neighbours_needed(options.reducer)
+        .max(MIN_NEIGHBOURS);
 
+    // The expensive, deterministic half: from the analysis cache when the
+    // same embeddings were analysed with the same parameters before.
+    let analyses = if options.reuse_analysis {
+        options.cache.analyses()?
+    } else {
+        None
+    };
+    let key = analyses.as_ref().map(|_| {
+        let parameters = serde_json::json!({
+            "k": k,
+            "knn": options.knn,
+            "reducer": options.reducer,
+            "reduce": options.reduce,
+            "seed": options.seed,
+            "clusters": options.clusters,
+        });
+        cache::analysis::key(e, &folder.embedder_id, &parameters)
+    });
+    let reused = analyses
+        .as_deref()
+        .zip(key.as_deref())
+        .and_then(|(dir, key)| cache::analysis::load(dir, key))
+        .filter(|hit| hit.knn.n == e.n && hit.layout.len() == e.n);
+    let (knn, layout, clusters, was_reused) = match reused {
+        Some(hit) => {
+            for stage in [Stage::Neighbours, Stage::Layout, Stage::Clusters] {
+                progress.event(ProgressEvent::Started { stage, total: None });
+                let computed = hit
+                    .timings
+                    .iter()
+                    .find(|(s, _)| s == stage.key())
+                    .map_or(0.0, |t| t.1);
+                timings.insert(stage.key(), 0.0);
+                progress.event(ProgressEvent::Finished {
+                    stage,
+                    seconds: 0.0,
+                    summary: format!("reused from the analysis cache (took {computed:.1}s)"),
+                });
+            }
+            let clusters = analyze::clusters::from_labels(
+                &hit.cluster_labels,
+                hit.min_cluster_size,
+            );
+            let layout = Layout {
+                points: hit.layout,
+                requested: options.reducer,
+                used: hit.reducer_used,
+                note: hit.layout_note,
+            };
+            (hit.knn, layout, clusters, true)
+        }
+        None => {
+            let (knn, layout, clusters) =
+                neighbours_layout_clusters(e, k, options, &mut timings, progress, cancel)?;
+            if let (Some(dir), Some(key)) = (&analyses, &key) {
+                let entry = cache::analysis::CachedAnalysis {
+                    knn: knn.clone(),
+                    layout: layout.points.clone(),
+                    reducer_used: layout.used,
+                    layout_note: layout.note.clone(),
+                    cluster_labels: clusters.labels.clone(),
+                    min_cluster_size: clusters.min_cluster_size,
+                    timings: [Stage::Neighbours, Stage::Layout, Stage::Clusters]
+                        .iter()
+                        .map(|s| (s.key().to_owned(), timings.get(s.key()).copied().unwrap_or(0.0)))
+                        .collect(),
+                };
+                if let Err(err) = cache::analysis::store(dir, key, &entry) {
+                    progress.event(ProgressEvent::Warning(format!(
+                        "the analysis could not be cached ({err:#}); the next run computes it again"
+                    )));
+                }
+            }
+            (knn, layout, clusters, false)
+        }
+    };
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Duplicates,
+        total: None,
+    });
+    cancel.check()?;
+    let threshold = options
+        .duplicate_threshold
+        .unwrap_or(folder.default_duplicate_threshold);
+    let hashes: Vec<ContentHash> = folder.images.iter().map(|r| r.hash).collect();
+    let (duplicate_labels, duplicates) = analyze::find_duplicates(e, &knn, &hashes, threshold);
+    finish(
+        &mut timings,
+        progress,
+        Stage::Duplicates,
+        started,
+        format!(
+            "{} duplicate groups ({} exact)",
+            duplicates.len(),
+            duplicates.iter().filter(|g| g.exact).count()
+        ),
+    );
+
+    let started = Instant::now();
+    progress.event(ProgressEvent::Started {
+        stage: Stage::Issues,
+        total: None,
+    });
+    cancel.check()?;
+    let curation = curate(&folder, &knn);
+    finish(
+        &mut timings,
+        progress,
+        Stage::Issues,
+        started,
+        issues_summary(&curation),
+    );
+
+    Ok(Analysis {
+        folder,
+        knn,
+        layout,
+        clusters,
+        duplicate_labels,
+        duplicates,
+        duplicate_threshold: threshold,
+        curation,
+        options: options.clone(),
+        timings,
+        reused: was_reused,
+    })
+}
+
+/// The three stages the analysis cache saves.
+fn neighbours_layout_clusters(
+    e: &Embeddings,
+    k: usize,
+    options: &AnalyzeOptions,
+    timings: &mut Timings,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<(KnnGraph, Layout, Clusters)> {
+    let n = e.n;
     let started = Instant::now();
     progress.event(ProgressEvent::Started {
         stage: Stage::Neighbours,
         total: Some(n as u64),
     });
-    let k = options
-        .reduce
-        .neighbours_needed(options.reducer)
-        .max(MIN_NEIGHBOURS);
     let knn = neighbours::build(e, k, options.knn, options.seed, progress, cancel)?;
     finish(
-        &mut timings,
+        timings,
         progress,
         Stage::Neighbours,
         started,
@@ -382,7 +599,7 @@ pub fn analyze_embeddings(
         progress.event(ProgressEvent::Warning(note.clone()));
     }
     finish(
-        &mut timings,
+        timings,
         progress,
         Stage::Layout,
         started,
@@ -397,7 +614,7 @@ pub fn analyze_embeddings(
     cancel.check()?;
     let clusters = analyze::find_clusters(&layout.points, &options.clusters)?;
     finish(
-        &mut timings,
+        timings,
         progress,
         Stage::Clusters,
         started,
@@ -407,41 +624,48 @@ pub fn analyze_embeddings(
             clusters.noise()
         ),
     );
+    Ok((knn, layout, clusters))
+}
 
-    let started = Instant::now();
-    progress.event(ProgressEvent::Started {
-        stage: Stage::Duplicates,
-        total: None,
-    });
-    cancel.check()?;
-    let threshold = options
-        .duplicate_threshold
-        .unwrap_or(folder.default_duplicate_threshold);
-    let hashes: Vec<ContentHash> = folder.images.iter().map(|r| r.hash).collect();
-    let (duplicate_labels, duplicates) = analyze::find_duplicates(e, &knn, &hashes, threshold);
-    finish(
-        &mut timings,
-        progress,
-        Stage::Duplicates,
-        started,
-        format!(
-            "{} duplicate groups ({} exact)",
-            duplicates.len(),
-            duplicates.iter().filter(|g| g.exact).count()
-        ),
-    );
+/// Label issues (when there are labels), outliers, quality flags.
+fn curate(folder: &EmbeddedFolder, knn: &KnnGraph) -> Curation {
+    let n = folder.images.len();
+    let mut notes: Vec<String> = folder.labels.note.iter().cloned().collect();
+    let labels = folder.labels.labels.clone();
+    let label_issues = labels
+        .as_ref()
+        .map(|l| analyze::label_issues(knn, &l.of_image, l.names.len()));
+    if labels.is_none() && notes.is_empty() {
+        notes.push("no labels: the label analyses were skipped".into());
+    }
+    let outliers = if n >= 2 {
+        analyze::outlier_scores(knn)
+    } else {
+        Vec::new()
+    };
+    Curation {
+        labels,
+        label_issues,
+        outliers,
+        flags: vec![Vec::new(); n],
+        notes,
+    }
+}
 
-    Ok(Analysis {
-        folder,
-        knn,
-        layout,
-        clusters,
-        duplicate_labels,
-        duplicates,
-        duplicate_threshold: threshold,
-        options: options.clone(),
-        timings,
-    })
+fn issues_summary(c: &Curation) -> String {
+    let flagged = c.flags.iter().filter(|f| !f.is_empty()).count();
+    match &c.label_issues {
+        Some(issues) => {
+            let suspicious = issues
+                .score
+                .iter()
+                .flatten()
+                .filter(|s| **s >= 0.5)
+                .count();
+            format!("{suspicious} labels in doubt, {flagged} images flagged")
+        }
+        None => format!("no labels, {flagged} images flagged"),
+    }
 }
 
 fn finish(
@@ -484,14 +708,13 @@ fn batches(
     out
 }
 
-type BatchResult = Result<(ImageRecord, Vec<f32>, Option<Thumbnail>), SkipReason>;
+type BatchResult = Result<(ImageRecord, Vec<f32>), SkipReason>;
 
 /// What happened to each file of a batch before the model ran.
-/// Thumbnails need the pixels, so with them on, cached images are decoded too.
 enum Prepared {
     Failed(SkipReason),
-    Cached(ContentHash, Option<Thumbnail>),
-    Fresh(ContentHash, u32, u32, Option<Thumbnail>),
+    Cached(ContentHash),
+    Fresh(ContentHash, u32, u32),
 }
 
 /// A batch read, hashed, looked up in the cache, decoded and preprocessed:
@@ -500,18 +723,21 @@ struct PreparedBatch {
     prepared: Vec<Prepared>,
     cached: std::collections::HashMap<ContentHash, cache::CachedEmbedding>,
     inputs: Vec<Vec<f32>>,
+    /// Thumbnails made for the store, for images it lacked.
+    thumbnails: Vec<(ContentHash, Thumbnail)>,
 }
 
-/// Reads, hashes, looks up, decodes and preprocesses one batch on the CPU threads.
+/// Reads, hashes, looks up, decodes and preprocesses one batch on the CPU
+/// threads. With a thumbnail store, images it lacks are decoded for their
+/// thumbnail even when their embedding is cached.
 fn prepare_batch(
     batch: &[scan::ScannedFile],
     embedder: &dyn Embedder,
     embedder_id: &str,
     cache: Option<&EmbeddingCache>,
     limits: DecodeLimits,
-    thumbnail_size: Option<u32>,
+    thumbnails: Option<(&cache::thumbnails::ThumbnailStore, u32)>,
 ) -> anyhow::Result<PreparedBatch> {
-    let thumbnail = |image: &image::DynamicImage| thumbnail_size.map(|s| Thumbnail::of(image, s));
     let read: Vec<Result<(Vec<u8>, ContentHash), SkipReason>> = batch
         .par_iter()
         .map(|file| {
@@ -528,33 +754,56 @@ fn prepare_batch(
         Some(cache) => cache.get_many(embedder_id, embedder.dim(), &hashes)?,
         None => Default::default(),
     };
-    let (prepared, inputs): (Vec<Prepared>, Vec<Option<Vec<f32>>>) = read
+    let have_thumbnail = match thumbnails {
+        Some((store, size)) => store.present(&hashes, size)?,
+        None => Default::default(),
+    };
+    // Only the size crosses into the parallel closures (a store is one
+    // SQLite connection, not shareable between threads).
+    let thumbnail_size = thumbnails.map(|(_, size)| size);
+    let thumbnail = |hash: &ContentHash, image: &image::DynamicImage| match thumbnail_size {
+        Some(size) if !have_thumbnail.contains(hash) => Some((*hash, Thumbnail::of(image, size))),
+        _ => None,
+    };
+    type Outcome = (Prepared, Option<Vec<f32>>, Option<(ContentHash, Thumbnail)>);
+    let outcomes: Vec<Outcome> = read
         .into_par_iter()
         .map(|r| match r {
-            Err(reason) => (Prepared::Failed(reason), None),
+            Err(reason) => (Prepared::Failed(reason), None, None),
             Ok((bytes, hash)) if cached.contains_key(&hash) => {
-                let thumb = match thumbnail_size {
-                    None => None,
-                    Some(_) => match decode::decode(&bytes, &limits) {
-                        Ok(image) => thumbnail(&image),
-                        Err(reason) => return (Prepared::Failed(reason), None),
-                    },
+                let made = if thumbnail_size.is_some() && !have_thumbnail.contains(&hash) {
+                    match decode::decode(&bytes, &limits) {
+                        Ok(image) => thumbnail(&hash, &image),
+                        Err(reason) => return (Prepared::Failed(reason), None, None),
+                    }
+                } else {
+                    None
                 };
-                (Prepared::Cached(hash, thumb), None)
+                (Prepared::Cached(hash), None, made)
             }
             Ok((bytes, hash)) => match decode::decode(&bytes, &limits) {
                 Ok(image) => (
-                    Prepared::Fresh(hash, image.width(), image.height(), thumbnail(&image)),
+                    Prepared::Fresh(hash, image.width(), image.height()),
                     Some(embedder.preprocess(&image)),
+                    thumbnail(&hash, &image),
                 ),
-                Err(reason) => (Prepared::Failed(reason), None),
+                Err(reason) => (Prepared::Failed(reason), None, None),
             },
         })
-        .unzip();
+        .collect();
+    let mut prepared = Vec::with_capacity(outcomes.len());
+    let mut inputs = Vec::new();
+    let mut made = Vec::new();
+    for (p, input, thumb) in outcomes {
+        prepared.push(p);
+        inputs.extend(input);
+        made.extend(thumb);
+    }
     Ok(PreparedBatch {
         prepared,
         cached,
-        inputs: inputs.into_iter().flatten().collect(),
+        inputs,
+        thumbnails: made,
     })
 }
 
@@ -574,7 +823,7 @@ fn finish_batch(
     for p in batch.prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
-            Prepared::Cached(hash, thumb) => {
+            Prepared::Cached(hash) => {
                 let hit = &batch.cached[&hash];
                 stats.hits += 1;
                 let record = ImageRecord {
@@ -583,9 +832,9 @@ fn finish_batch(
                     width: hit.width,
                     height: hit.height,
                 };
-                Ok((record, hit.vector.clone(), thumb))
+                Ok((record, hit.vector.clone()))
             }
-            Prepared::Fresh(hash, width, height, thumb) => {
+            Prepared::Fresh(hash, width, height) => {
                 let vector = vectors
                     .next()
                     .ok_or_else(|| anyhow::anyhow!("the embedder returned too few vectors"))?;
@@ -597,7 +846,7 @@ fn finish_batch(
                     width,
                     height,
                 };
-                Ok((record, vector, thumb))
+                Ok((record, vector))
             }
         });
     }

@@ -18,16 +18,19 @@ pub enum Stage {
     Layout,
     Clusters,
     Duplicates,
+    /// Label issues, outliers and quality flags.
+    Issues,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Scan,
         Stage::Embed,
         Stage::Neighbours,
         Stage::Layout,
         Stage::Clusters,
         Stage::Duplicates,
+        Stage::Issues,
     ];
 
     /// The key used in `report.json` timings.
@@ -39,6 +42,7 @@ impl Stage {
             Stage::Layout => "layout",
             Stage::Clusters => "clusters",
             Stage::Duplicates => "duplicates",
+            Stage::Issues => "issues",
         }
     }
 
@@ -51,6 +55,7 @@ impl Stage {
             Stage::Layout => "layout",
             Stage::Clusters => "clusters",
             Stage::Duplicates => "duplicates",
+            Stage::Issues => "issues",
         }
     }
 }

@@ -63,6 +63,12 @@ pub fn find_clusters(layout: &[Point3], params: &ClusterParams) -> anyhow::Resul
     Ok(renumber_by_size(&raw, min_cluster_size))
 }
 
+/// Clusters from per-point labels (-1 for noise), as stored in the analysis
+/// cache: numbered by size again, so ids mean the same as when computed.
+pub fn from_labels(labels: &[i32], min_cluster_size: usize) -> Clusters {
+    renumber_by_size(labels, min_cluster_size)
+}
+
 /// Largest cluster gets id 0; ties broken by first member, so ids are stable.
 fn renumber_by_size(raw: &[i32], min_cluster_size: usize) -> Clusters {
     let mut groups: std::collections::BTreeMap<i32, Vec<usize>> = Default::default();

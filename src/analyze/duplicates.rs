@@ -55,9 +55,12 @@ pub fn find_duplicates(
             links.push((pair[0], pair[1]));
         }
     }
+    // The graph already holds each pair's distance: no dot product here, so
+    // regrouping at a new threshold (the viewer's slider) is a pass over n·k
+    // stored numbers.
     for i in 0..n {
-        for (j, _) in knn.neighbours(i) {
-            if embeddings.cosine(i, j) >= threshold && sets.union(i, j) {
+        for (j, distance) in knn.neighbours(i) {
+            if KnnGraph::cosine_of_distance(distance) >= threshold && sets.union(i, j) {
                 links.push((i.min(j), i.max(j)));
             }
         }

@@ -10,6 +10,9 @@
 //! embedscope is writing (busy) is waited for, then read without writing; one
 //! made by a newer embedscope is left alone and the run goes on without it.
 
+pub mod analysis;
+pub mod thumbnails;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@ use crate::progress::{CancelToken, ProgressSink};
 /// 0.993; exact grows as n², HNSW as n log n, so they cross near 100,000.
 pub const EXACT_LIMIT: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KnnMethod {
     /// Exact for up to 100,000 images, approximate (HNSW) beyond.

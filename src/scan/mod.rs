@@ -15,6 +15,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use walkdir::{DirEntry, WalkDir};
 
+pub mod labels;
+
 use crate::decode::SkipReason;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 

@@ -398,20 +398,33 @@ fn every_stage_reports_start_and_finish_in_order() {
     );
 }
 
+/// Thumbnails go into the store once per image (also for images whose
+/// embedding was cached), and a second run decodes nothing; the second open
+/// also reuses the whole analysis.
 #[test]
-fn thumbnails_are_made_while_decoding_even_for_cached_images() {
+fn thumbnails_are_stored_once_and_a_second_run_reuses_everything() {
     let data = tempfile::tempdir().unwrap();
     copy_subset(2, data.path());
     let cache = tempfile::tempdir().unwrap();
     let mut opts = options(ReducerKind::Pca, cache.path());
     // Off by default (the CLI needs none).
     let plain = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
-    assert!(plain.folder.thumbnails.is_empty());
+    assert!(plain.folder.thumbnail_store.is_none());
+    assert!(!plain.reused);
     opts.thumbnail_size = Some(16);
     let cached = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
     assert_eq!(cached.folder.cache.misses, 0, "second run reads the cache");
-    assert_eq!(cached.folder.thumbnails.len(), cached.folder.images.len());
-    for t in &cached.folder.thumbnails {
+    assert!(cached.reused, "same embeddings, same parameters: the analysis is reused");
+    assert_eq!(cached.layout.points, plain.layout.points);
+    assert_eq!(cached.clusters.labels, plain.clusters.labels);
+    let store = embedscope::cache::thumbnails::ThumbnailStore::open(
+        cached.folder.thumbnail_store.as_ref().unwrap(),
+    )
+    .unwrap();
+    let hashes: Vec<_> = cached.folder.images.iter().map(|r| r.hash).collect();
+    let thumbnails = store.get_many(&hashes, 16).unwrap();
+    assert_eq!(thumbnails.len(), cached.folder.images.len());
+    for t in thumbnails.values() {
         // MNIST digits are 28×28: square thumbnails of the requested size.
         assert_eq!((t.width, t.height), (16, 16));
         assert_eq!(t.rgba.len(), 16 * 16 * 4);
