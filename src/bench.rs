@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use crate::analyze::{ClusterParams, find_clusters};
 use crate::choice::Choice;
+use crate::metrics::{adjusted_rand_index, knn_accuracy, trustworthiness};
 use crate::neighbours::{self, KnnMethod};
 use crate::output::{write_atomically, write_npy_f32};
 use crate::pipeline::{AnalyzeOptions, embed_folder};
 use crate::progress::{CancelToken, NoProgress};
-use crate::metrics::{adjusted_rand_index, knn_accuracy, trustworthiness};
 use crate::reduce::{self, ReducerKind};
 
 /// What `embedscope bench` measures.
@@ -148,8 +148,14 @@ pub fn layout_bench(
         let exact = neighbours::build(e, k, KnnMethod::Exact, options.seed, &NoProgress, cancel)?;
         let exact_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let approx =
-            neighbours::build(e, k, KnnMethod::Approximate, options.seed, &NoProgress, cancel)?;
+        let approx = neighbours::build(
+            e,
+            k,
+            KnnMethod::Approximate,
+            options.seed,
+            &NoProgress,
+            cancel,
+        )?;
         Some(KnnRecall {
             k,
             exact_seconds,

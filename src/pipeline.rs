@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use crate::Embeddings;
 use crate::analyze::{self, ClusterParams, Clusters, Curation, DuplicateGroup};
-use crate::choice::Choice;
 use crate::cache::{self, EmbeddingCache};
+use crate::choice::Choice;
 use crate::decode::{self, ContentHash, DecodeLimits, SkipReason, Thumbnail};
 use crate::embed::{self, ClipOptions, Embedder, EmbedderKind};
 use crate::neighbours::{self, KnnGraph, KnnMethod};
@@ -459,10 +459,8 @@ pub fn analyze_embeddings(
                     summary: format!("reused from the analysis cache (took {computed:.1}s)"),
                 });
             }
-            let clusters = analyze::clusters::from_labels(
-                &hit.cluster_labels,
-                hit.min_cluster_size,
-            );
+            let clusters =
+                analyze::clusters::from_labels(&hit.cluster_labels, hit.min_cluster_size);
             let layout = Layout {
                 points: hit.layout,
                 requested: options.reducer,
@@ -484,7 +482,12 @@ pub fn analyze_embeddings(
                     min_cluster_size: clusters.min_cluster_size,
                     timings: [Stage::Neighbours, Stage::Layout, Stage::Clusters]
                         .iter()
-                        .map(|s| (s.key().to_owned(), timings.get(s.key()).copied().unwrap_or(0.0)))
+                        .map(|s| {
+                            (
+                                s.key().to_owned(),
+                                timings.get(s.key()).copied().unwrap_or(0.0),
+                            )
+                        })
                         .collect(),
                 };
                 if let Err(err) = cache::analysis::store(dir, key, &entry) {
@@ -643,10 +646,12 @@ fn curate(folder: &EmbeddedFolder, knn: &KnnGraph) -> Curation {
     } else {
         Vec::new()
     };
+    let outlier_flagged = analyze::top_share(&outliers, analyze::OUTLIER_SHARE);
     Curation {
         labels,
         label_issues,
         outliers,
+        outlier_flagged,
         flags: vec![Vec::new(); n],
         notes,
     }
@@ -660,7 +665,7 @@ fn issues_summary(c: &Curation) -> String {
                 .score
                 .iter()
                 .flatten()
-                .filter(|s| **s >= 0.5)
+                .filter(|s| **s >= analyze::LABEL_ISSUE_FLAG)
                 .count();
             format!("{suspicious} labels in doubt, {flagged} images flagged")
         }

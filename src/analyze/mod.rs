@@ -13,6 +13,32 @@ pub use outliers::outlier_scores;
 
 use crate::scan::labels::Labels;
 
+/// A label-issue score at or above this puts `label_issue` in the `issues`
+/// column: more of the neighbours' vote goes to other labels than to the
+/// given one.
+pub const LABEL_ISSUE_FLAG: f32 = 0.5;
+
+/// The share of images flagged `outlier`: the outlier score is a ranking, and
+/// a reviewer looks at the top of it.
+pub const OUTLIER_SHARE: f64 = 0.01;
+
+/// Marks the top `share` of `scores` (at least one image when there are
+/// scores).
+pub fn top_share(scores: &[f32], share: f64) -> Vec<bool> {
+    let n = scores.len();
+    let mut flagged = vec![false; n];
+    if n == 0 {
+        return flagged;
+    }
+    let count = ((n as f64 * share).ceil() as usize).clamp(1, n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    for &i in &order[..count] {
+        flagged[i] = true;
+    }
+    flagged
+}
+
 /// What may be wrong with each image, for ranking and review.
 #[derive(Clone, Debug, Default)]
 pub struct Curation {
@@ -22,6 +48,9 @@ pub struct Curation {
     pub label_issues: Option<LabelIssues>,
     /// Per image, higher = odder; empty for fewer than two images.
     pub outliers: Vec<f32>,
+    /// Per image: among the odd ones out the report lists (the top
+    /// [`OUTLIER_SHARE`] by score).
+    pub outlier_flagged: Vec<bool>,
     /// Per image: image-quality flags (empty when none apply).
     pub flags: Vec<Vec<QualityFlag>>,
     /// What was skipped and why, for people.

@@ -232,8 +232,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Embeddings::new(3, 2, vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8]);
         let k1 = key(&e, "pixels", &("umap", 42));
-        assert_ne!(k1, key(&e, "pixels", &("umap", 43)), "parameters are in the key");
-        assert_ne!(k1, key(&e, "clip", &("umap", 42)), "the embedder is in the key");
+        assert_ne!(
+            k1,
+            key(&e, "pixels", &("umap", 43)),
+            "parameters are in the key"
+        );
+        assert_ne!(
+            k1,
+            key(&e, "clip", &("umap", 42)),
+            "the embedder is in the key"
+        );
         store(dir.path(), &k1, &entry(3)).unwrap();
         let back = load(dir.path(), &k1).unwrap();
         assert_eq!(back.knn.indices, entry(3).knn.indices);

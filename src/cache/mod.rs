@@ -184,8 +184,8 @@ impl EmbeddingCache {
 
     fn open_read_only(path: &Path, busy_timeout: std::time::Duration) -> Result<Self, CacheError> {
         let sqlite = |e| CacheError::from_sqlite(path, e);
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(sqlite)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
         conn.busy_timeout(busy_timeout).map_err(sqlite)?;
         if check_schema(&conn, path)? == Schema::Empty {
             return Err(CacheError::Busy {
@@ -386,7 +386,10 @@ mod tests {
         cache
             .put_many(
                 "e1",
-                &[(hash(1), 3, 4, &[0.5f32, -0.25]), (hash(2), 5, 6, &[1.0, 0.0])],
+                &[
+                    (hash(1), 3, 4, &[0.5f32, -0.25]),
+                    (hash(2), 5, 6, &[1.0, 0.0]),
+                ],
             )
             .unwrap();
         drop(cache);
@@ -433,10 +436,16 @@ mod tests {
             .unwrap();
         let before = std::fs::read(&path).unwrap();
         let err = EmbeddingCache::open(&path).err().expect("refused");
-        assert!(matches!(err, CacheError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(
+            matches!(err, CacheError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1)
+        );
         assert!(err.to_string().contains("newer embedscope"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved aside");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "nothing moved aside"
+        );
     }
 
     #[test]
@@ -454,9 +463,14 @@ mod tests {
             .unwrap();
         let short = std::time::Duration::from_millis(50);
         let (mut second, warning) = EmbeddingCache::open_with_timeout(&path, short).unwrap();
-        assert!(warning.is_none(), "opening an existing cache writes nothing");
+        assert!(
+            warning.is_none(),
+            "opening an existing cache writes nothing"
+        );
         assert_eq!(second.get_many("e", 1, &[hash(1)]).unwrap().len(), 1);
-        let err = second.put_many("e", &[(hash(2), 1, 1, &[1.0f32])]).unwrap_err();
+        let err = second
+            .put_many("e", &[(hash(2), 1, 1, &[1.0f32])])
+            .unwrap_err();
         assert!(matches!(err, CacheError::Busy { .. }), "{err}");
         writer.execute_batch("COMMIT").unwrap();
         assert!(path.exists());

@@ -97,10 +97,7 @@ impl ThumbnailStore {
             .map_err(sqlite)?;
         let mut found = std::collections::HashSet::new();
         for hash in hashes {
-            if stmt
-                .exists(params![&hash.0[..], size])
-                .map_err(sqlite)?
-            {
+            if stmt.exists(params![&hash.0[..], size]).map_err(sqlite)? {
                 found.insert(*hash);
             }
         }
@@ -221,8 +218,17 @@ mod tests {
             .unwrap();
         drop(store);
         let store = ThumbnailStore::open(&path).unwrap();
-        assert_eq!(store.present(&[a, b, ContentHash([3; 32])], 64).unwrap().len(), 2);
-        assert!(store.present(&[a], 32).unwrap().is_empty(), "keyed by size too");
+        assert_eq!(
+            store
+                .present(&[a, b, ContentHash([3; 32])], 64)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            store.present(&[a], 32).unwrap().is_empty(),
+            "keyed by size too"
+        );
         let got = store.get_many(&[a, b], 64).unwrap();
         let (ga, gb) = (&got[&a], &got[&b]);
         assert_eq!((ga.width, ga.height), (64, 40));

@@ -1,7 +1,8 @@
 //! Stage 7: the files a run leaves behind, written atomically (temporary file,
 //! then rename) into an output folder that is never inside the dataset.
 //!
-//! - `points.csv`: `path,x,y,z,cluster,duplicate_group`, one row per image.
+//! - `points.csv`: `path,x,y,z,cluster,duplicate_group,label,suggested_label,
+//!   label_issue_score,outlier_score,issues`, one row per image.
 //! - `embeddings.npy`: float32 N×D, rows in the order of points.csv.
 //! - `report.json`: counts, skipped files, duplicate groups, clusters,
 //!   parameters and per-stage timings.
@@ -100,19 +101,76 @@ pub fn write_outputs(analysis: &Analysis, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The columns of `points.csv` (and the first ones of `points.parquet`).
+pub const POINT_COLUMNS: [&str; 11] = [
+    "path",
+    "x",
+    "y",
+    "z",
+    "cluster",
+    "duplicate_group",
+    "label",
+    "suggested_label",
+    "label_issue_score",
+    "outlier_score",
+    "issues",
+];
+
+/// One row of `points.csv`, as text; empty where a column does not apply.
+pub fn point_row(analysis: &Analysis, i: usize) -> [String; 11] {
+    let c = &analysis.curation;
+    let [x, y, z] = analysis.layout.points[i];
+    let labels = c.labels.as_ref();
+    let issue = c.label_issues.as_ref();
+    let label = labels.and_then(|l| l.name(i)).unwrap_or("").to_owned();
+    let suggested = issue
+        .and_then(|s| s.suggested[i])
+        .and_then(|s| labels.map(|l| l.names[s as usize].clone()))
+        .unwrap_or_default();
+    let score = |v: Option<f32>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
+    [
+        analysis.folder.images[i].relative.clone(),
+        x.to_string(),
+        y.to_string(),
+        z.to_string(),
+        analysis.clusters.labels[i].to_string(),
+        analysis.duplicate_labels[i].to_string(),
+        label,
+        suggested,
+        score(issue.and_then(|s| s.score[i])),
+        score(c.outliers.get(i).copied()),
+        issues_of(analysis, i).join(";"),
+    ]
+}
+
+/// The `issues` column: every flag that applies to image `i`, in a fixed
+/// order: `label_issue`, `outlier`, `duplicate`, then the quality flags.
+pub fn issues_of(analysis: &Analysis, i: usize) -> Vec<&'static str> {
+    let c = &analysis.curation;
+    let mut out = Vec::new();
+    if c.label_issues
+        .as_ref()
+        .is_some_and(|s| s.score[i].is_some_and(|v| v >= crate::analyze::LABEL_ISSUE_FLAG))
+    {
+        out.push("label_issue");
+    }
+    if c.outlier_flagged.get(i).copied().unwrap_or(false) {
+        out.push("outlier");
+    }
+    if analysis.duplicate_labels[i] >= 0 {
+        out.push("duplicate");
+    }
+    if let Some(flags) = c.flags.get(i) {
+        out.extend(flags.iter().map(|f| f.name()));
+    }
+    out
+}
+
 fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()> {
     let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(["path", "x", "y", "z", "cluster", "duplicate_group"])?;
-    for (i, image) in analysis.folder.images.iter().enumerate() {
-        let [x, y, z] = analysis.layout.points[i];
-        csv.write_record([
-            image.relative.clone(),
-            x.to_string(),
-            y.to_string(),
-            z.to_string(),
-            analysis.clusters.labels[i].to_string(),
-            analysis.duplicate_labels[i].to_string(),
-        ])?;
+    csv.write_record(POINT_COLUMNS)?;
+    for i in 0..analysis.folder.images.len() {
+        csv.write_record(point_row(analysis, i))?;
     }
     csv.flush()?;
     Ok(())

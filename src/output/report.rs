@@ -52,6 +52,7 @@ pub fn build_report(analysis: &Analysis) -> Value {
         );
     }
     let options = &analysis.options;
+    let issues = issues_report(analysis);
     json!({
         "embedscope_version": env!("CARGO_PKG_VERSION"),
         "folder": folder.root.display().to_string(),
@@ -74,6 +75,7 @@ pub fn build_report(analysis: &Analysis) -> Value {
         "warnings": folder.warnings,
         "duplicate_groups": duplicate_groups,
         "clusters": clusters,
+        "issues": issues,
         "parameters": {
             "embedder": options.embedder,
             "embedder_id": folder.embedder_id,
@@ -99,5 +101,86 @@ pub fn build_report(analysis: &Analysis) -> Value {
             },
         },
         "timings": timings,
+        "analysis_reused_from_cache": analysis.reused,
+    })
+}
+
+/// Longest ranked list written per analysis (the CSV has every score).
+const RANKED_LIMIT: usize = 500;
+
+/// Ranked lists, most suspicious first, with counts: label issues, outliers,
+/// quality flags; plus the notes saying what was skipped and why.
+fn issues_report(analysis: &Analysis) -> Value {
+    let folder = &analysis.folder;
+    let c = &analysis.curation;
+    let path = |i: usize| folder.images[i].relative.as_str();
+    let ranked = |scores: Vec<(usize, f32)>| {
+        let mut scores = scores;
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scores
+    };
+    let label_issues = c.label_issues.as_ref().zip(c.labels.as_ref()).map(|(issues, labels)| {
+        let scored: Vec<(usize, f32)> = issues
+            .score
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| (i, s)))
+            .collect();
+        let flagged = scored
+            .iter()
+            .filter(|(_, s)| *s >= crate::analyze::LABEL_ISSUE_FLAG)
+            .count();
+        let top: Vec<Value> = ranked(scored)
+            .into_iter()
+            .take(RANKED_LIMIT)
+            .map(|(i, score)| {
+                json!({
+                    "path": path(i),
+                    "score": score,
+                    "label": labels.name(i),
+                    "suggested_label": issues.suggested[i].map(|s| labels.names[s as usize].as_str()),
+                })
+            })
+            .collect();
+        json!({
+            "labels_from": labels.origin,
+            "labelled_images": labels.labelled(),
+            "classes": labels.names.len(),
+            "flagged": flagged,
+            "flag_threshold": crate::analyze::LABEL_ISSUE_FLAG,
+            "ranked": top,
+        })
+    });
+    let outliers = (!c.outliers.is_empty()).then(|| {
+        let top: Vec<Value> = ranked(c.outliers.iter().copied().enumerate().collect())
+            .into_iter()
+            .take(RANKED_LIMIT)
+            .map(|(i, score)| json!({ "path": path(i), "score": score }))
+            .collect();
+        json!({
+            "flagged": c.outlier_flagged.iter().filter(|f| **f).count(),
+            "flagged_share": crate::analyze::OUTLIER_SHARE,
+            "ranked": top,
+        })
+    });
+    let mut quality = serde_json::Map::new();
+    for flag in crate::analyze::QualityFlag::ALL {
+        let images: Vec<&str> = c
+            .flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.contains(&flag))
+            .map(|(i, _)| path(i))
+            .collect();
+        quality.insert(
+            flag.name().to_owned(),
+            json!({ "count": images.len(), "images": images.iter().take(RANKED_LIMIT).collect::<Vec<_>>() }),
+        );
+    }
+    json!({
+        "label_issues": label_issues,
+        "outliers": outliers,
+        "quality": quality,
+        "notes": c.notes,
     })
 }

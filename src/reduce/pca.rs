@@ -8,8 +8,8 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
-use crate::geometry::Point3;
 use crate::Embeddings;
+use crate::geometry::Point3;
 use crate::rng::Rng;
 
 const ITERATIONS: usize = 100;
@@ -154,8 +154,8 @@ fn covariance_matrix(e: &Embeddings, mean: &[f32]) -> Vec<f32> {
         .map(|part| {
             let rows = part * n / COVARIANCE_PARTS..(part + 1) * n / COVARIANCE_PARTS;
             let block = &centred[rows.start * dim..rows.end * dim];
-            let block = ArrayView2::from_shape((rows.len(), dim), block)
-                .expect("the block is rows × dim");
+            let block =
+                ArrayView2::from_shape((rows.len(), dim), block).expect("the block is rows × dim");
             let mut c = Array2::<f32>::zeros((dim, dim));
             general_mat_mul(1.0 / n as f32, &block.t(), &block, 0.0, &mut c);
             c.into_raw_vec_and_offset().0

@@ -135,13 +135,20 @@ fn from_csv(path: &Path, relative: &[&str]) -> anyhow::Result<ResolvedLabels> {
             .iter()
             .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
     };
-    let path_column = find(&["path", "filepath", "file", "image", "image_path", "file_name"])
-        .with_context(|| {
-            format!(
-                "{} has no `path` column: the labels file needs a header `path,label`",
-                path.display()
-            )
-        })?;
+    let path_column = find(&[
+        "path",
+        "filepath",
+        "file",
+        "image",
+        "image_path",
+        "file_name",
+    ])
+    .with_context(|| {
+        format!(
+            "{} has no `path` column: the labels file needs a header `path,label`",
+            path.display()
+        )
+    })?;
     let label_column = find(&["label", "class", "category"]).with_context(|| {
         format!(
             "{} has no `label` column: the labels file needs a header `path,label`",
@@ -151,9 +158,8 @@ fn from_csv(path: &Path, relative: &[&str]) -> anyhow::Result<ResolvedLabels> {
     let mut given: BTreeMap<String, String> = BTreeMap::new();
     let mut warnings = Vec::new();
     for (row, record) in reader.records().enumerate() {
-        let record = record.with_context(|| {
-            format!("{}: row {} is not valid CSV", path.display(), row + 2)
-        })?;
+        let record = record
+            .with_context(|| format!("{}: row {} is not valid CSV", path.display(), row + 2))?;
         let (Some(p), Some(l)) = (record.get(path_column), record.get(label_column)) else {
             warnings.push(format!(
                 "{}: row {} has too few columns, ignored",
@@ -167,10 +173,7 @@ fn from_csv(path: &Path, relative: &[&str]) -> anyhow::Result<ResolvedLabels> {
         }
         given.insert(normalise_path(p), l.to_owned());
     }
-    let names: Vec<Option<String>> = relative
-        .iter()
-        .map(|r| given.get(*r).cloned())
-        .collect();
+    let names: Vec<Option<String>> = relative.iter().map(|r| given.get(*r).cloned()).collect();
     let matched = names.iter().filter(|n| n.is_some()).count();
     let unmatched = given.len().saturating_sub(matched);
     if unmatched > 0 {
@@ -179,9 +182,10 @@ fn from_csv(path: &Path, relative: &[&str]) -> anyhow::Result<ResolvedLabels> {
             path.display()
         ));
     }
-    let origin = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let origin = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let labels = Labels::from_names(names, origin);
     if labels.names.len() < 2 {
         return Ok(ResolvedLabels {
@@ -194,8 +198,13 @@ fn from_csv(path: &Path, relative: &[&str]) -> anyhow::Result<ResolvedLabels> {
         });
     }
     Ok(ResolvedLabels {
-        note: (matched < relative.len())
-            .then(|| format!("{} images have no row in {}", relative.len() - matched, path.display())),
+        note: (matched < relative.len()).then(|| {
+            format!(
+                "{} images have no row in {}",
+                relative.len() - matched,
+                path.display()
+            )
+        }),
         labels: Some(labels),
         warnings,
     })
@@ -246,7 +255,11 @@ mod tests {
         assert_eq!(labels.name(1), Some("7"));
         assert_eq!(labels.name(2), Some("3"));
         assert_eq!(labels.name(3), None);
-        assert!(r.warnings.iter().any(|w| w.contains("1 rows")), "{:?}", r.warnings);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("1 rows")),
+            "{:?}",
+            r.warnings
+        );
         std::fs::write(&csv, "file,category\n").unwrap();
         let err = resolve(&LabelSource::Csv(csv.clone()), &paths);
         assert!(err.unwrap().labels.is_none());

@@ -200,7 +200,8 @@ impl ScanResult {
     /// not read, a loop.
     fn walk_error(&mut self, root: &Path, err: walkdir::Error) {
         let Some(path) = err.path().map(Path::to_path_buf) else {
-            self.warnings.push(format!("error while listing {}: {err}", root.display()));
+            self.warnings
+                .push(format!("error while listing {}: {err}", root.display()));
             return;
         };
         let relative = relative_path(root, &path, &mut self.warnings);
@@ -337,7 +338,11 @@ mod tests {
         // "other" sorts first, so the folder is listed under its link once.
         assert_eq!(found, ["other/again/img.png"]);
         assert_eq!(result.hidden, 1);
-        assert!(result.warnings.iter().any(|w| w.starts_with("real/")), "{:?}", result.warnings);
+        assert!(
+            result.warnings.iter().any(|w| w.starts_with("real/")),
+            "{:?}",
+            result.warnings
+        );
     }
 
     #[test]

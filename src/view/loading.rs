@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
 
+use crate::geometry::Point3;
 use crate::pipeline::{self, Analysis, AnalyzeOptions};
 use crate::progress::{CancelToken, ProgressEvent, Stage, is_cancelled};
-use crate::geometry::Point3;
 
 pub struct LoadingPlugin {
     pub folder: Option<PathBuf>,
@@ -254,7 +254,10 @@ mod tests {
             &TaskError::Crashed("attempt to subtract with overflow".into()),
             Some(Path::new("/data")),
         );
-        assert!(message.contains("/data") && message.contains("retry"), "{message}");
+        assert!(
+            message.contains("/data") && message.contains("retry"),
+            "{message}"
+        );
         let cancelled = describe_failure(&TaskError::Cancelled, None);
         assert!(cancelled.contains("Re-run"));
     }

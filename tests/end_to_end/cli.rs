@@ -30,26 +30,54 @@ fn cli_writes_points_embeddings_and_report_and_reuses_the_cache() {
 
     let csv = std::fs::read_to_string(out.join("points.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "path,x,y,z,cluster,duplicate_group");
+    assert_eq!(
+        lines[0],
+        "path,x,y,z,cluster,duplicate_group,label,suggested_label,label_issue_score,outlier_score,issues"
+    );
     assert_eq!(lines.len(), 31);
     assert!(lines[1].starts_with("0/"));
     for line in &lines[1..] {
         let fields: Vec<&str> = line.split(',').collect();
-        assert_eq!(fields.len(), 6, "{line}");
+        assert_eq!(fields.len(), 11, "{line}");
         for f in &fields[1..4] {
             assert!(f.parse::<f32>().unwrap().is_finite());
         }
         fields[4].parse::<i32>().unwrap();
         fields[5].parse::<i32>().unwrap();
+        // Class folders are the labels: the given label is the folder.
+        assert_eq!(fields[6], &fields[0][..1], "{line}");
+        assert!(!fields[7].is_empty());
+        let score: f32 = fields[8].parse().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        assert!(fields[9].parse::<f32>().unwrap() >= 0.0);
     }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let ranked = report["issues"]["label_issues"]["ranked"]
+        .as_array()
+        .unwrap();
+    assert_eq!(ranked.len(), 30);
+    let scores: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "most suspicious first"
+    );
+    assert_eq!(
+        report["issues"]["outliers"]["ranked"]
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
     let mut npy = std::fs::File::open(out.join("embeddings.npy")).unwrap();
     let (rows, cols, values) = embedscope::output::read_npy_f32(&mut npy).unwrap();
     assert_eq!((rows, cols), (30, 784));
     let norm: f32 = values[..784].iter().map(|x| x * x).sum();
     assert!((norm - 1.0).abs() < 1e-4);
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["counts"]["images"], 30);
     assert_eq!(report["skipped"][0]["path"], "0/broken.png");
     assert!(
@@ -65,6 +93,7 @@ fn cli_writes_points_embeddings_and_report_and_reuses_the_cache() {
         "layout",
         "clusters",
         "duplicates",
+        "issues",
     ] {
         assert!(
             report["timings"][key].as_f64().unwrap() >= 0.0,

@@ -414,7 +414,10 @@ fn thumbnails_are_stored_once_and_a_second_run_reuses_everything() {
     opts.thumbnail_size = Some(16);
     let cached = analyze(data.path(), &opts, &NoProgress, &CancelToken::new()).unwrap();
     assert_eq!(cached.folder.cache.misses, 0, "second run reads the cache");
-    assert!(cached.reused, "same embeddings, same parameters: the analysis is reused");
+    assert!(
+        cached.reused,
+        "same embeddings, same parameters: the analysis is reused"
+    );
     assert_eq!(cached.layout.points, plain.layout.points);
     assert_eq!(cached.clusters.labels, plain.clusters.labels);
     let store = embedscope::cache::thumbnails::ThumbnailStore::open(

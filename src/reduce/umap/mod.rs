@@ -8,8 +8,8 @@ use ndarray::ArrayView2;
 use serde::Serialize;
 use umap_rs::{GraphParams, ManifoldParams, OptimizationParams, Umap, UmapConfig};
 
-use crate::geometry::Point3;
 use crate::Embeddings;
+use crate::geometry::Point3;
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::rng::Rng;
