@@ -143,28 +143,47 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
         labels.push(c as i32);
         members[c].push(i);
     }
-    let images = (0..n)
+    let images: Vec<ImageRecord> = (0..n)
         .map(|i| ImageRecord {
             relative: format!("c{}/{i:06}.png", i % clusters),
-            hash: ContentHash([0; 32]),
+            hash: ContentHash::of(&(i as u64).to_le_bytes()),
             width: THUMBNAIL_SIZE,
             height: THUMBNAIL_SIZE,
         })
         .collect();
-    let thumbs = if thumbnails {
-        (0..n)
-            .map(|i| synthetic_thumbnail(i, i % clusters))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // The thumbnails go where the viewer reads them from: a store (a
+    // temporary one, made again by each benchmark run).
+    let store_path = thumbnails.then(|| {
+        std::env::temp_dir().join(format!("embedscope-bench-{}.sqlite", std::process::id()))
+    });
+    if let Some(path) = &store_path {
+        let _ = std::fs::remove_file(path);
+        let mut store = crate::cache::thumbnails::ThumbnailStore::open(path)
+            .expect("a thumbnail store in the temporary folder");
+        for chunk in images.chunks(4096).enumerate() {
+            let (c, records) = chunk;
+            let made: Vec<(ContentHash, Thumbnail)> = records
+                .iter()
+                .enumerate()
+                .map(|(j, r)| {
+                    let i = c * 4096 + j;
+                    (r.hash, synthetic_thumbnail(i, i % clusters))
+                })
+                .collect();
+            let refs: Vec<(ContentHash, &Thumbnail)> = made.iter().map(|(h, t)| (*h, t)).collect();
+            store
+                .put_many(&refs, THUMBNAIL_SIZE)
+                .expect("writing synthetic thumbnails");
+        }
+    }
     let options = AnalyzeOptions::default();
     Analysis {
         folder: EmbeddedFolder {
             root: "synthetic".into(),
             images,
-            thumbnails: thumbs,
             embeddings: Embeddings::new(n, 1, vec![1.0; n]),
+            labels: Default::default(),
+            thumbnail_store: store_path,
             embedder_id: "synthetic".into(),
             embedder_description: "synthetic points (benchmark)".into(),
             default_duplicate_threshold: 0.98,
@@ -195,8 +214,13 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
         duplicate_labels: vec![-1; n],
         duplicates: Vec::new(),
         duplicate_threshold: 0.98,
+        curation: crate::analyze::Curation {
+            flags: vec![Vec::new(); n],
+            ..Default::default()
+        },
         options,
         timings: Default::default(),
+        reused: false,
     }
 }
 

@@ -18,6 +18,7 @@ use super::loading::{Dataset, OpenFolder, Settings};
 use super::points::Classes;
 use super::state::{ColorBy, Duplicates, PointerOverUi, ViewState, palette};
 use super::welcome::FolderDialog;
+use crate::choice::Choice;
 use crate::embed::EmbedderKind;
 use crate::output::duplicates::{ExportKind, export};
 use crate::pipeline::Analysis;
@@ -42,29 +43,49 @@ impl Plugin for PanelsPlugin {
     }
 }
 
-/// egui textures of thumbnails shown in the panel, made on first use.
+/// egui textures of thumbnails shown in the panel, read from the thumbnail
+/// store on first use.
 #[derive(Resource, Default)]
 struct PanelTextures {
-    source: usize,
+    /// The analysis (by the dataset's generation) the textures belong to.
+    generation: u64,
+    store: Option<Mutex<crate::cache::thumbnails::ThumbnailStore>>,
     thumbs: HashMap<usize, egui::TextureHandle>,
 }
 
 impl PanelTextures {
     fn thumb(&mut self, ctx: &egui::Context, a: &Analysis, i: usize) -> Option<egui::TextureId> {
-        let source = a as *const Analysis as usize;
-        if self.source != source {
-            self.source = source;
-            self.thumbs.clear();
+        if let Some(handle) = self.thumbs.get(&i) {
+            return Some(handle.id());
         }
-        let t = a.folder.thumbnails.get(i)?;
-        let handle = self.thumbs.entry(i).or_insert_with(|| {
-            let image = egui::ColorImage::from_rgba_unmultiplied(
-                [t.width as usize, t.height as usize],
-                &t.rgba,
-            );
-            ctx.load_texture(format!("thumb-{i}"), image, egui::TextureOptions::LINEAR)
-        });
-        Some(handle.id())
+        let store = self.store.as_ref()?.lock().ok()?;
+        let hash = a.folder.images.get(i)?.hash;
+        let t = store
+            .get_many(&[hash], super::thumbnails::THUMBNAIL_SIZE)
+            .ok()?
+            .remove(&hash)?;
+        drop(store);
+        let image = egui::ColorImage::from_rgba_unmultiplied(
+            [t.width as usize, t.height as usize],
+            &t.rgba,
+        );
+        let handle = ctx.load_texture(format!("thumb-{i}"), image, egui::TextureOptions::LINEAR);
+        let id = handle.id();
+        self.thumbs.insert(i, handle);
+        Some(id)
+    }
+
+    /// Forgets the textures of another analysis and opens this one's store.
+    fn follow(&mut self, generation: u64, a: Option<&Analysis>) {
+        if self.generation == generation {
+            return;
+        }
+        self.generation = generation;
+        self.thumbs.clear();
+        self.store = a
+            .and_then(|a| a.folder.thumbnail_store.as_ref())
+            .and_then(|path| crate::cache::thumbnails::ThumbnailStore::open(path).ok())
+            .map(Mutex::new);
     }
 }
 
@@ -273,6 +294,7 @@ fn side_panel(
         over_ui.typing = ctx.egui_wants_keyboard_input();
         return Ok(());
     }
+    textures.follow(dataset.generation, dataset.analysis.as_deref());
     let mut view = state.clone();
     let mut rerun = false;
     let mut regrouped = false;

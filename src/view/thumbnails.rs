@@ -4,7 +4,7 @@
 //! image quads — one mesh per atlas page, rebuilt when the view changes. All
 //! other points stay splats, so 100k images never need 100k textures.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bevy::asset::RenderAssetUsages;
 use bevy::camera::visibility::NoFrustumCulling;
@@ -17,6 +17,7 @@ use super::layout::Positions;
 use super::loading::Dataset;
 use super::picking::Projector;
 use super::state::ViewState;
+use super::tasks::Task;
 use crate::decode::Thumbnail;
 use crate::pipeline::Analysis;
 
@@ -85,11 +86,22 @@ pub fn slot_of(index: usize, cell: u32, page: u32, width: u32, height: u32) -> S
     }
 }
 
-/// Copies each thumbnail into its cell; returns the RGBA pages.
-pub fn pack_pages(thumbnails: &[Thumbnail], cell: u32, page: u32) -> (Vec<Vec<u8>>, Vec<Slot>) {
+/// Copies each thumbnail into its cell; returns the RGBA pages. A missing
+/// thumbnail leaves its cell empty.
+pub fn pack_pages(
+    thumbnails: &[Option<Thumbnail>],
+    cell: u32,
+    page: u32,
+) -> (Vec<Vec<u8>>, Vec<Slot>) {
     let mut pages: Vec<Vec<u8>> = Vec::new();
     let mut slots = Vec::with_capacity(thumbnails.len());
+    let empty = Thumbnail {
+        width: 0,
+        height: 0,
+        rgba: Vec::new(),
+    };
     for (i, t) in thumbnails.iter().enumerate() {
+        let t = t.as_ref().unwrap_or(&empty);
         let slot = slot_of(i, cell, page, t.width, t.height);
         while pages.len() <= slot.page {
             pages.push(vec![0; (page * page * 4) as usize]);
@@ -113,8 +125,8 @@ pub fn pack_pages(thumbnails: &[Thumbnail], cell: u32, page: u32) -> (Vec<Vec<u8
 pub struct Atlas {
     /// The [`Dataset::generation`] packed.
     generation: u64,
-    /// Packing runs on a worker thread: 100k thumbnails are 1.6 GB to copy.
-    packing: Option<Arc<Mutex<Option<Packed>>>>,
+    /// Loading and packing run in the background: 100k thumbnails are 1.6 GB.
+    packing: Option<Task<Packed>>,
     slots: Vec<Slot>,
     /// Per page: its billboard mesh, its entity, whether it holds quads now.
     pages: Vec<(Handle<Mesh>, Entity, bool)>,
@@ -145,28 +157,39 @@ fn pack_atlas(
             generation: dataset.generation,
             ..default()
         };
-        let has_thumbnails = analysis.is_some_and(|a| !a.folder.thumbnails.is_empty());
+        let has_thumbnails = analysis.is_some_and(|a| a.folder.thumbnail_store.is_some());
         // Nothing to wait for without thumbnails.
         ready.0 = analysis.is_some() && !has_thumbnails;
         if let Some(a) = analysis.filter(|_| has_thumbnails) {
-            let slot = Arc::new(Mutex::new(None));
-            let (out, a) = (slot.clone(), a.clone());
-            std::thread::spawn(move || {
-                let packed = pack_pages(&a.folder.thumbnails, THUMBNAIL_SIZE, PAGE_SIZE);
-                *out.lock().unwrap() = Some(packed);
-            });
-            atlas.packing = Some(slot);
+            let a = a.clone();
+            atlas.packing = Some(Task::spawn("thumbnails", move |cancel| {
+                let store = crate::cache::thumbnails::ThumbnailStore::open(
+                    a.folder.thumbnail_store.as_ref().expect("checked above"),
+                )?;
+                let mut all = Vec::with_capacity(a.folder.images.len());
+                for chunk in a.folder.images.chunks(1024) {
+                    cancel.check()?;
+                    let hashes: Vec<_> = chunk.iter().map(|r| r.hash).collect();
+                    let mut found = store.get_many(&hashes, THUMBNAIL_SIZE)?;
+                    all.extend(hashes.iter().map(|h| found.remove(h)));
+                }
+                Ok(pack_pages(&all, THUMBNAIL_SIZE, PAGE_SIZE))
+            }));
         }
         return;
     }
-    let Some(packed) = atlas
-        .packing
-        .as_ref()
-        .and_then(|slot| slot.lock().unwrap().take())
-    else {
+    let Some(outcome) = atlas.packing.as_mut().and_then(|task| task.poll()) else {
         return;
     };
     atlas.packing = None;
+    let packed = match outcome {
+        Ok(packed) => packed,
+        Err(err) => {
+            warn!("thumbnails could not be loaded: {err}");
+            ready.0 = true;
+            return;
+        }
+    };
     let (pages, slots) = packed;
     atlas.slots = slots;
     for rgba in pages {
@@ -369,11 +392,13 @@ mod tests {
 
     #[test]
     fn packed_pixels_land_in_their_cells() {
-        let thumbs: Vec<Thumbnail> = (0..20u8)
-            .map(|i| Thumbnail {
-                width: 2,
-                height: 2,
-                rgba: vec![i; 16],
+        let thumbs: Vec<Option<Thumbnail>> = (0..20u8)
+            .map(|i| {
+                Some(Thumbnail {
+                    width: 2,
+                    height: 2,
+                    rgba: vec![i; 16],
+                })
             })
             .collect();
         let (pages, slots) = pack_pages(&thumbs, 4, 16); // 16 cells a page
