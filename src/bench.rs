@@ -122,7 +122,7 @@ pub fn layout_bench(
             cancel,
         )?;
         let seconds = started.elapsed().as_secs_f64();
-        let clusters = find_clusters(&layout.points, &ClusterParams::default())?;
+        let clusters = find_clusters(&layout.points, &ClusterParams::default(), cancel)?;
         let result = MethodResult {
             method: method.name(),
             seconds,
@@ -132,7 +132,7 @@ pub fn layout_bench(
             clusters: clusters.members.len(),
             clusters_ari: adjusted_rand_index(&clusters.labels, &labels),
             sweep: if options.cluster_sweep {
-                cluster_sweep(&layout.points, &labels)
+                cluster_sweep(&layout.points, &labels, cancel)
             } else {
                 Vec::new()
             },
@@ -184,7 +184,7 @@ pub fn layout_bench(
 }
 
 /// The adjusted Rand index of HDBSCAN clusters for a grid of parameters.
-fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) -> Vec<SweepResult> {
+fn cluster_sweep(points: &[[f32; 3]], labels: &[String], cancel: &CancelToken) -> Vec<SweepResult> {
     let mut out = Vec::new();
     for min_cluster_size in [10, 20, 50, 100] {
         for min_samples in [1, 3, 5, 10] {
@@ -193,7 +193,7 @@ fn cluster_sweep(points: &[[f32; 3]], labels: &[String]) -> Vec<SweepResult> {
                 min_samples: Some(min_samples),
             };
             let t = Instant::now();
-            if let Ok(c) = find_clusters(points, &params) {
+            if let Ok(c) = find_clusters(points, &params, cancel) {
                 out.push(SweepResult {
                     min_cluster_size,
                     min_samples,

@@ -615,7 +615,7 @@ fn neighbours_layout_clusters(
         total: None,
     });
     cancel.check()?;
-    let clusters = analyze::find_clusters(&layout.points, &options.clusters)?;
+    let clusters = analyze::find_clusters(&layout.points, &options.clusters, cancel)?;
     finish(
         timings,
         progress,

@@ -3,6 +3,7 @@
 
 pub mod clusters;
 pub mod duplicates;
+pub mod hdbscan;
 pub mod labels;
 pub mod outliers;
 
