@@ -21,6 +21,8 @@ pub mod progress;
 pub mod reduce;
 pub mod rng;
 pub mod scan;
+pub mod simd;
+pub mod source;
 #[cfg(feature = "clip")]
 pub mod search;
 #[cfg(feature = "viewer")]
@@ -57,23 +59,10 @@ impl Embeddings {
     }
 }
 
+/// Dot product, vectorised for the CPU at hand (AVX-512, AVX2, NEON, or
+/// SSE2), with the same result bits on each: see [`simd::dot`].
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise the loop
-    // without reassociation flags (floating-point sums are not associative).
-    let mut acc = [0.0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
-    let (rest_a, rest_b) = (chunks_a.remainder(), chunks_b.remainder());
-    for (ca, cb) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in rest_a.iter().zip(rest_b) {
-        sum += x * y;
-    }
-    sum
+    simd::dot(a, b)
 }
 
 /// L2-normalise in place; returns the norm before normalising.

@@ -26,6 +26,7 @@ use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
 use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
 use crate::scan::labels::{self, LabelSource, ResolvedLabels};
 use crate::scan::{self, Skipped};
+use crate::source::{self, ImageLinks, MetadataColumn, ReadOptions, SkippedRow, SourceKind};
 
 /// Neighbours kept for duplicate detection even when the layout needs none.
 pub const MIN_NEIGHBOURS: usize = 15;
@@ -97,6 +98,9 @@ pub struct AnalyzeOptions {
     /// Reuse a finished analysis of the same embeddings and parameters from
     /// the cache (and keep this one there).
     pub reuse_analysis: bool,
+    /// How to read embeddings computed elsewhere (vector and path columns,
+    /// where images are).
+    pub external: ReadOptions,
 }
 
 impl Default for AnalyzeOptions {
@@ -116,6 +120,7 @@ impl Default for AnalyzeOptions {
             thumbnail_size: None,
             labels: LabelSource::default(),
             reuse_analysis: true,
+            external: ReadOptions::default(),
         }
     }
 }
@@ -145,7 +150,16 @@ pub type Timings = BTreeMap<&'static str, f64>;
 /// The embedded folder: the first half of the pipeline.
 #[derive(Clone, Debug)]
 pub struct EmbeddedFolder {
+    /// The folder of the data: image paths are relative to it, and nothing is
+    /// ever written inside it. For a Parquet file, the folder that holds it.
     pub root: PathBuf,
+    /// What the user gave: an image folder, a Parquet file or folder,
+    /// clip-retrieval output, a `.npy`.
+    pub source: PathBuf,
+    pub source_kind: SourceKind,
+    /// For image folders: one per image file read. For embeddings read from
+    /// files: one per kept row, `relative` its path (or row number) and the
+    /// size 0×0 (unknown).
     pub images: Vec<ImageRecord>,
     pub embeddings: Embeddings,
     /// The labels the images were given, or why there are none.
@@ -161,6 +175,43 @@ pub struct EmbeddedFolder {
     pub hidden: usize,
     pub cache: CacheStats,
     pub timings: Timings,
+    /// Scalar columns carried from a Parquet source (empty for image folders).
+    pub metadata: Vec<MetadataColumn>,
+    /// How embeddings read from files were found, and where their images are.
+    pub external: Option<ExternalSource>,
+}
+
+/// What reading embeddings from files found (`source::read`).
+#[derive(Clone, Debug)]
+pub struct ExternalSource {
+    pub files: Vec<PathBuf>,
+    pub vector_column: String,
+    pub path_column: Option<String>,
+    /// Rows in the source, kept and skipped.
+    pub rows_read: u64,
+    /// Rows left out (NaN, zero, null vectors), with the reason.
+    pub skipped_rows: Vec<SkippedRow>,
+    /// Which rows' paths are image files here (their thumbnails).
+    pub links: ImageLinks,
+}
+
+impl EmbeddedFolder {
+    /// The image file of image `i`, when there is one on this machine.
+    pub fn image_path(&self, i: usize) -> Option<PathBuf> {
+        match &self.external {
+            None => self.images.get(i).map(|r| self.root.join(&r.relative)),
+            Some(external) => {
+                if !external.links.exists.get(i).copied().unwrap_or(false) {
+                    return None;
+                }
+                let id = Path::new(&self.images.get(i)?.relative);
+                Some(match &external.links.base {
+                    Some(base) if id.is_relative() => base.join(id),
+                    _ => id.to_path_buf(),
+                })
+            }
+        }
+    }
 }
 
 /// Everything the pipeline found.
@@ -188,8 +239,172 @@ pub fn analyze(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> anyhow::Result<Analysis> {
-    let folder = embed_folder(root, options, progress, cancel)?;
+    let folder = load(root, options, progress, cancel)?;
     analyze_embeddings(folder, options, progress, cancel)
+}
+
+/// The first half for any source: an image folder is scanned, decoded and
+/// embedded; Parquet, clip-retrieval output and `.npy` files are read.
+pub fn load(
+    source: &Path,
+    options: &AnalyzeOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<EmbeddedFolder> {
+    match source::detect(source) {
+        // A missing path, or an image file (its folder is meant): the scan
+        // says what is wrong in its own words.
+        SourceKind::ImageFolder | SourceKind::Unknown => {
+            embed_folder(source, options, progress, cancel)
+        }
+        kind => load_external(source, kind, options, progress, cancel),
+    }
+}
+
+/// Embeddings computed elsewhere. Rows that name image files get thumbnails
+/// (when asked for), made once into the thumbnail store.
+fn load_external(
+    path: &Path,
+    kind: SourceKind,
+    options: &AnalyzeOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> anyhow::Result<EmbeddedFolder> {
+    let mut timings = Timings::new();
+    let started = Instant::now();
+    let read = source::read(path, &options.external, progress, cancel)?;
+    timings.insert(Stage::Embed.key(), started.elapsed().as_secs_f64());
+    progress.event(ProgressEvent::Finished {
+        stage: Stage::Embed,
+        seconds: started.elapsed().as_secs_f64(),
+        summary: format!(
+            "{} vectors of {} read from {} ({} rows skipped)",
+            read.embeddings.n,
+            read.embeddings.dim,
+            kind.describe(),
+            read.skipped.len()
+        ),
+    });
+    let root = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    };
+    // Rows are told apart by where their image is (so thumbnails of the same
+    // file are shared between sources), else by source and id.
+    let images: Vec<ImageRecord> = (0..read.embeddings.n)
+        .map(|i| {
+            let key = match read.image_path(i) {
+                Some(file) => format!(
+                    "file:{}",
+                    std::fs::canonicalize(&file).unwrap_or(file).display()
+                ),
+                None => format!("row:{}:{}", path.display(), read.ids[i]),
+            };
+            ImageRecord {
+                relative: read.ids[i].clone(),
+                hash: ContentHash::of(key.as_bytes()),
+                width: 0,
+                height: 0,
+            }
+        })
+        .collect();
+    let mut warnings = read.warnings.clone();
+    let thumbnail_store = match (options.thumbnail_size, options.cache.thumbnails()?) {
+        (Some(size), Some(store)) if read.images.resolved > 0 => {
+            match external_thumbnails(&read, &images, &store, size, options.limits, cancel) {
+                Ok(()) => Some(store),
+                Err(err) if crate::progress::is_cancelled(&err) => return Err(err),
+                Err(err) => {
+                    warnings.push(format!("thumbnails could not be made: {err:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let labels = labels::resolve_for_table(&options.labels, &read.ids, &read.metadata)?;
+    warnings.extend(labels.warnings.iter().cloned());
+    let embedder_id = format!(
+        "external:{}:{}:{}",
+        kind.describe(),
+        read.vector_column,
+        read.embeddings.dim
+    );
+    let description = format!(
+        "{} embeddings from {} (column {})",
+        read.embeddings.dim,
+        path.display(),
+        read.vector_column
+    );
+    Ok(EmbeddedFolder {
+        root,
+        source: path.to_path_buf(),
+        source_kind: kind,
+        images,
+        embeddings: read.embeddings,
+        labels,
+        thumbnail_store,
+        embedder_id,
+        embedder_description: description,
+        default_duplicate_threshold: EXTERNAL_DUPLICATE_THRESHOLD,
+        skipped: Vec::new(),
+        warnings,
+        hidden: 0,
+        cache: CacheStats::default(),
+        timings,
+        metadata: read.metadata,
+        external: Some(ExternalSource {
+            files: read.files,
+            vector_column: read.vector_column,
+            path_column: read.path_column,
+            rows_read: read.rows_read,
+            skipped_rows: read.skipped,
+            links: read.images,
+        }),
+    })
+}
+
+/// Near-duplicate threshold for embeddings of an unknown model: stricter than
+/// CLIP's customary 0.95, since nothing is known of how the space is spread
+/// (`--dup-threshold` sets another).
+pub const EXTERNAL_DUPLICATE_THRESHOLD: f32 = 0.98;
+
+/// Thumbnails of the rows whose paths are image files, for those the store
+/// lacks; decoded in batches on the CPU threads.
+fn external_thumbnails(
+    read: &source::ExternalEmbeddings,
+    images: &[ImageRecord],
+    store_path: &Path,
+    size: u32,
+    limits: DecodeLimits,
+    cancel: &CancelToken,
+) -> anyhow::Result<()> {
+    let mut store = cache::thumbnails::ThumbnailStore::open(store_path)?;
+    let linked: Vec<usize> = (0..images.len())
+        .filter(|&i| read.images.exists.get(i).copied().unwrap_or(false))
+        .collect();
+    for chunk in linked.chunks(512) {
+        cancel.check()?;
+        let hashes: Vec<ContentHash> = chunk.iter().map(|&i| images[i].hash).collect();
+        let present = store.present(&hashes, size)?;
+        let made: Vec<(ContentHash, Thumbnail)> = chunk
+            .par_iter()
+            .filter(|&&i| !present.contains(&images[i].hash))
+            .filter_map(|&i| {
+                let file = read.image_path(i)?;
+                let bytes = decode::read_file(&file, &limits).ok()?;
+                let image = decode::decode(&bytes, &limits).ok()?;
+                Some((images[i].hash, Thumbnail::of(&image, size)))
+            })
+            .collect();
+        let refs: Vec<(ContentHash, &Thumbnail)> = made.iter().map(|(h, t)| (*h, t)).collect();
+        store.put_many(&refs, size)?;
+    }
+    Ok(())
 }
 
 /// Scan, decode and embed (through the cache).
@@ -391,6 +606,10 @@ pub fn embed_folder(
     }
     Ok(EmbeddedFolder {
         root: root.to_path_buf(),
+        source: root.to_path_buf(),
+        source_kind: SourceKind::ImageFolder,
+        metadata: Vec::new(),
+        external: None,
         embeddings: Embeddings::new(n, embedder.dim(), data),
         labels,
         thumbnail_store: thumbnails.map(|t| t.path().to_path_buf()),

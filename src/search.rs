@@ -23,6 +23,59 @@ pub struct SearchResult {
     pub query_truncated: bool,
 }
 
+/// A loaded text tower and tokenizer, kept for any number of queries (the
+/// viewer keeps one per model; loading takes about a second).
+pub struct TextRanker {
+    encoder: ClipTextEncoder,
+    /// The embedder id of image embeddings this model produces.
+    embedder_id: String,
+    model_dir: std::path::PathBuf,
+}
+
+impl TextRanker {
+    /// Loads the text tower of the model `clip` names.
+    pub fn load(clip: &ClipOptions) -> anyhow::Result<Self> {
+        let model = ModelDir::open(&clip.find_model()?)?;
+        let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(clip.device)?)?;
+        Ok(Self {
+            encoder,
+            embedder_id: format!("clip-{}", model.fingerprint),
+            model_dir: model.dir,
+        })
+    }
+
+    /// The query's unit text embedding, and whether it was cut to 77 tokens.
+    pub fn embed(&self, query: &str) -> anyhow::Result<(Vec<f32>, bool)> {
+        let tokens = self.encoder.tokenize(query)?;
+        let truncated = tokens.truncated;
+        let text = self
+            .encoder
+            .embed_tokens(std::slice::from_ref(&tokens))?
+            .remove(0);
+        Ok((text, truncated))
+    }
+
+    /// The `k` images of an already embedded folder closest to `query`:
+    /// (row, cosine), best first. The folder must have been embedded by the
+    /// same CLIP model, or the cosines would mean nothing.
+    pub fn rank(
+        &self,
+        folder: &EmbeddedFolder,
+        query: &str,
+        k: usize,
+    ) -> anyhow::Result<Vec<(usize, f32)>> {
+        anyhow::ensure!(
+            folder.embedder_id == self.embedder_id,
+            "this map was embedded with {}, not with the CLIP model in {}: choose the CLIP \
+             embedder and re-run the layout first",
+            folder.embedder_id,
+            self.model_dir.display()
+        );
+        let (text, _) = self.embed(query)?;
+        Ok(rank(folder, &text, k))
+    }
+}
+
 /// The `k` images of `root` closest to `query`.
 pub fn search_folder(
     root: &Path,
@@ -37,10 +90,8 @@ pub fn search_folder(
         "text search needs the CLIP embedder"
     );
     // The text tower first: a model without one fails before any image work.
-    let model = ModelDir::open(&options.clip.find_model()?)?;
-    let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(options.clip.device)?)?;
-    let tokens = model.tokenizer()?.encode(query)?;
-    let text = encoder.embed(&[query])?.remove(0);
+    let search = TextRanker::load(&options.clip)?;
+    let (text, query_truncated) = search.embed(query)?;
     let folder = embed_folder(root, options, progress, cancel)?;
     let matches = rank(&folder, &text, k)
         .into_iter()
@@ -51,31 +102,19 @@ pub fn search_folder(
         .collect();
     Ok(SearchResult {
         matches,
-        query_truncated: tokens.truncated,
+        query_truncated,
     })
 }
 
-/// The `k` images of an already embedded folder closest to `query` (the
-/// viewer's text search): (row, cosine), best first. The folder must have been
-/// embedded by the same CLIP model, or the cosines would mean nothing.
+/// The `k` images of an already embedded folder closest to `query`, loading
+/// the text tower for this one query ([`TextRanker`] keeps it for many).
 pub fn rank_by_text(
     folder: &EmbeddedFolder,
     clip: &ClipOptions,
     query: &str,
     k: usize,
 ) -> anyhow::Result<Vec<(usize, f32)>> {
-    let model = ModelDir::open(&clip.find_model()?)?;
-    let expected = format!("clip-{}", model.fingerprint);
-    anyhow::ensure!(
-        folder.embedder_id == expected,
-        "this map was embedded with {}, not with the CLIP model in {}: choose the CLIP \
-         embedder and re-run the layout first",
-        folder.embedder_id,
-        model.dir.display()
-    );
-    let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(clip.device)?)?;
-    let text = encoder.embed(&[query])?.remove(0);
-    Ok(rank(folder, &text, k))
+    TextRanker::load(clip)?.rank(folder, query, k)
 }
 
 /// Rows by cosine to `text`, best first; ties by path so the order is stable.

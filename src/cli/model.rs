@@ -18,6 +18,19 @@ pub enum ModelCommand {
     /// selects a mirror, HF_TOKEN or `huggingface-cli login` gives access to
     /// gated models, files already in the Hugging Face cache are reused).
     Fetch(FetchArgs),
+    /// Write a CLIP image tower with random weights (benchmarks on machines
+    /// that cannot download the real ones; speed does not depend on values).
+    #[command(hide = true)]
+    Random(RandomArgs),
+}
+
+#[derive(Args)]
+pub struct RandomArgs {
+    /// The folder to write config.json, preprocessor_config.json and model.safetensors into.
+    dir: PathBuf,
+    /// The shape: vit-b-32, vit-b-16 or vit-l-14.
+    #[arg(long, default_value = "vit-b-32")]
+    preset: String,
 }
 
 #[derive(Args)]
@@ -38,6 +51,16 @@ pub struct FetchArgs {
 pub fn run(command: ModelCommand, cancel: &CancelToken) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Fetch(args) => run_fetch(args, cancel),
+        ModelCommand::Random(args) => {
+            let preset = embedscope::embed::clip::random::VisionPreset::parse(&args.preset)?;
+            embedscope::embed::clip::random::write_random_vision_model(&args.dir, preset)?;
+            println!(
+                "random {} image tower written to {}",
+                args.preset,
+                args.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod duplicates;
 mod npy;
+pub mod parquet;
 mod report;
 
 use std::io::Write;

@@ -17,6 +17,8 @@ pub enum LabelSource {
     Folders,
     /// A CSV with `path` and `label` columns (paths relative to the dataset).
     Csv(PathBuf),
+    /// A column of a Parquet source.
+    Column(String),
     /// No labels: the label analyses are skipped.
     Off,
 }
@@ -85,7 +87,83 @@ pub fn resolve(source: &LabelSource, relative: &[&str]) -> anyhow::Result<Resolv
         }),
         LabelSource::Folders => Ok(from_folders(relative)),
         LabelSource::Csv(path) => from_csv(path, relative),
+        LabelSource::Column(name) => anyhow::bail!(
+            "--label-column {name}: an image folder has no columns; use --labels FILE.csv"
+        ),
     }
+}
+
+/// Column names taken as labels by default in a table source.
+pub const LABEL_COLUMN_NAMES: &[&str] = &["label", "labels", "class", "category", "target"];
+
+/// The labels of rows read from a table (Parquet, clip-retrieval): a
+/// `--labels` CSV keyed by the rows' ids, a named column, or by default the
+/// first column called label, class, category or target.
+pub fn resolve_for_table(
+    source: &LabelSource,
+    ids: &[String],
+    columns: &[crate::source::MetadataColumn],
+) -> anyhow::Result<ResolvedLabels> {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let column = match source {
+        LabelSource::Off | LabelSource::Csv(_) => return resolve(source, &ids),
+        LabelSource::Column(name) => Some(
+            columns
+                .iter()
+                .find(|c| &c.name == name)
+                .with_context(|| {
+                    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                    format!(
+                        "--label-column {name}: the source has no such column (its columns: {})",
+                        names.join(", ")
+                    )
+                })?,
+        ),
+        LabelSource::Folders => LABEL_COLUMN_NAMES.iter().find_map(|wanted| {
+            columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(wanted))
+        }),
+    };
+    let Some(column) = column else {
+        return Ok(ResolvedLabels {
+            labels: None,
+            note: Some(
+                "no label column (label, class, category, target), --label-column or --labels \
+                 file: the label analyses were skipped"
+                    .into(),
+            ),
+            warnings: Vec::new(),
+        });
+    };
+    use crate::source::MetadataValues;
+    let names: Vec<Option<String>> = match &column.values {
+        MetadataValues::Text(v) => v.clone(),
+        MetadataValues::Int(v) => v.iter().map(|x| x.map(|x| x.to_string())).collect(),
+        MetadataValues::Bool(v) => v.iter().map(|x| x.map(|x| x.to_string())).collect(),
+        MetadataValues::Float(v) => v
+            .iter()
+            .map(|x| x.filter(|x| x.fract() == 0.0).map(|x| format!("{x:.0}")))
+            .collect(),
+    };
+    let labels = Labels::from_names(names, format!("column {}", column.name));
+    if labels.names.len() < 2 {
+        return Ok(ResolvedLabels {
+            labels: None,
+            note: Some(format!(
+                "column {} holds fewer than two labels: the label analyses were skipped",
+                column.name
+            )),
+            warnings: Vec::new(),
+        });
+    }
+    let unlabelled = ids.len() - labels.labelled();
+    Ok(ResolvedLabels {
+        note: (unlabelled > 0)
+            .then(|| format!("{unlabelled} rows have no value in column {}", column.name)),
+        labels: Some(labels),
+        warnings: Vec::new(),
+    })
 }
 
 /// The top-level folder of each image is its label when the images sit in at

@@ -180,6 +180,8 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
     Analysis {
         folder: EmbeddedFolder {
             root: "synthetic".into(),
+            source: "synthetic".into(),
+            source_kind: crate::source::SourceKind::Unknown,
             images,
             embeddings: Embeddings::new(n, 1, vec![1.0; n]),
             labels: Default::default(),
@@ -192,6 +194,8 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
             hidden: 0,
             cache: Default::default(),
             timings: Default::default(),
+            metadata: Vec::new(),
+            external: None,
         },
         knn: KnnGraph {
             n,

@@ -18,6 +18,7 @@ pub mod picking;
 pub mod points;
 pub mod script;
 pub mod state;
+pub mod tasks;
 pub mod thumbnails;
 pub mod welcome;
 

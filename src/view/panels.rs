@@ -127,6 +127,7 @@ fn load_selected_image(
             std::thread::spawn(move || {
                 let result = crate::decode::read_file(&path, &limits)
                     .and_then(|bytes| crate::decode::decode(&bytes, &limits))
+                    .map_err(|reason| reason.to_string())
                     .map(|image| {
                         let small = image.thumbnail(512, 512).to_rgba8();
                         egui::ColorImage::from_rgba_unmultiplied(

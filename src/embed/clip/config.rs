@@ -164,6 +164,75 @@ impl ClipConfig {
         let vision = config
             .vision()
             .context("config.json has no vision_config: embedscope needs CLIP's image tower")?;
+        // Absurd sizes would divide by zero or allocate terabytes: refuse
+        // them here, with the field's name, before any tensor exists.
+        let bounded = |section: &str, field: &str, value: usize, max: usize| {
+            anyhow::ensure!(
+                (1..=max).contains(&value),
+                "{section}.{field} is {value}: expected 1 to {max}"
+            );
+            Ok(())
+        };
+        bounded("config", "projection_dim", config.projection_dim, 16_384)?;
+        bounded("vision_config", "hidden_size", vision.hidden_size, 16_384)?;
+        bounded(
+            "vision_config",
+            "intermediate_size",
+            vision.intermediate_size,
+            65_536,
+        )?;
+        bounded(
+            "vision_config",
+            "num_hidden_layers",
+            vision.num_hidden_layers,
+            256,
+        )?;
+        bounded(
+            "vision_config",
+            "num_attention_heads",
+            vision.num_attention_heads,
+            256,
+        )?;
+        bounded("vision_config", "image_size", vision.image_size, 4_096)?;
+        bounded(
+            "vision_config",
+            "patch_size",
+            vision.patch_size,
+            vision.image_size,
+        )?;
+        anyhow::ensure!(
+            vision.num_channels == 3,
+            "vision_config.num_channels is {}: CLIP takes RGB images (3)",
+            vision.num_channels
+        );
+        if let Some(text) = &config.text_config {
+            bounded("text_config", "hidden_size", text.hidden_size, 16_384)?;
+            bounded(
+                "text_config",
+                "intermediate_size",
+                text.intermediate_size,
+                65_536,
+            )?;
+            bounded(
+                "text_config",
+                "num_hidden_layers",
+                text.num_hidden_layers,
+                256,
+            )?;
+            bounded(
+                "text_config",
+                "num_attention_heads",
+                text.num_attention_heads,
+                256,
+            )?;
+            bounded("text_config", "vocab_size", text.vocab_size, 1 << 22)?;
+            bounded(
+                "text_config",
+                "max_position_embeddings",
+                text.max_position_embeddings,
+                65_536,
+            )?;
+        }
         anyhow::ensure!(
             vision.hidden_size % vision.num_attention_heads == 0
                 && vision.image_size % vision.patch_size == 0,
@@ -252,5 +321,20 @@ mod tests {
         assert!(format!("{err:#}").contains("not a CLIP model"));
         let err = ClipConfig::from_json(r#"{"vision_config":{"hidden_act":"relu"}}"#).unwrap_err();
         assert!(format!("{err:#}").contains("unsupported hidden_act"));
+        for (json, field) in [
+            (r#"{"vision_config":{"patch_size":0}}"#, "patch_size"),
+            (
+                r#"{"vision_config":{"hidden_size":1000000000}}"#,
+                "hidden_size",
+            ),
+            (r#"{"vision_config":{"num_channels":1}}"#, "num_channels"),
+            (
+                r#"{"vision_config":{},"text_config":{"num_attention_heads":0}}"#,
+                "num_attention_heads",
+            ),
+        ] {
+            let err = ClipConfig::from_json(json).unwrap_err();
+            assert!(format!("{err:#}").contains(field), "{json}: {err:#}");
+        }
     }
 }

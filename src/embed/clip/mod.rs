@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod hub_cache;
 pub mod model;
 pub mod preprocess;
+pub mod random;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -46,44 +47,112 @@ pub struct ModelDir {
     pub dir: PathBuf,
     pub config: ClipConfig,
     pub preprocess: ClipPreprocessConfig,
+    /// The safetensors file(s) holding the weights.
+    pub weights: Weights,
     /// BLAKE3 of the weights and configs: embeddings are cached per model.
     pub fingerprint: String,
 }
 
+/// Where the weights are: one file, or shards listed by an index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Weights {
+    Single(PathBuf),
+    /// `model.safetensors.index.json` and the shards its `weight_map` names.
+    Sharded {
+        index: PathBuf,
+        shards: Vec<PathBuf>,
+    },
+}
+
+impl Weights {
+    pub fn files(&self) -> Vec<&Path> {
+        match self {
+            Weights::Single(path) => vec![path.as_path()],
+            Weights::Sharded { index, shards } => std::iter::once(index.as_path())
+                .chain(shards.iter().map(PathBuf::as_path))
+                .collect(),
+        }
+    }
+
+    /// The files tensors are read from (not the index).
+    fn tensor_files(&self) -> Vec<&Path> {
+        match self {
+            Weights::Single(path) => vec![path.as_path()],
+            Weights::Sharded { shards, .. } => shards.iter().map(PathBuf::as_path).collect(),
+        }
+    }
+}
+
 impl ModelDir {
     pub const WEIGHTS: &'static str = "model.safetensors";
+    pub const WEIGHTS_INDEX: &'static str = "model.safetensors.index.json";
+    pub const PYTORCH_WEIGHTS: &'static str = "pytorch_model.bin";
     pub const CONFIG: &'static str = "config.json";
     pub const TOKENIZER: &'static str = "tokenizer.json";
     pub const PREPROCESSOR: &'static str = "preprocessor_config.json";
 
+    /// Checks a model folder without loading the weights: every problem is
+    /// an error naming the file and the field, never a panic later.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         anyhow::ensure!(
             dir.is_dir(),
             "the CLIP model folder {} does not exist",
             dir.display()
         );
-        for required in [Self::CONFIG, Self::WEIGHTS] {
-            anyhow::ensure!(
-                dir.join(required).is_file(),
-                "{} has no {required}: a CLIP model folder holds config.json, model.safetensors \
-                 and tokenizer.json in the Hugging Face layout (`embedscope model fetch` downloads one)",
-                dir.display()
-            );
-        }
+        anyhow::ensure!(
+            dir.join(Self::CONFIG).is_file(),
+            "{} has no config.json: a CLIP model folder holds config.json, model.safetensors \
+             and tokenizer.json in the Hugging Face layout (`embedscope model fetch` downloads one)",
+            dir.display()
+        );
+        let weights = Self::find_weights(dir)?;
         let config = ClipConfig::from_file(&dir.join(Self::CONFIG))?;
+        let image_size = config.vision().map(|v| v.image_size as u32).unwrap_or(224);
         let preprocess = match dir.join(Self::PREPROCESSOR) {
-            p if p.is_file() => ClipPreprocessConfig::from_file(&p)?,
-            _ => ClipPreprocessConfig::for_image_size(
-                config.vision().map(|v| v.image_size as u32).unwrap_or(224),
-            ),
+            p if p.is_file() => {
+                let preprocess = ClipPreprocessConfig::from_file(&p)?;
+                check_preprocess(&preprocess, image_size, &p)?;
+                preprocess
+            }
+            _ => ClipPreprocessConfig::for_image_size(image_size),
         };
-        let fingerprint = fingerprint(dir)?;
+        let fingerprint = fingerprint(dir, &weights)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
             preprocess,
+            weights,
             fingerprint,
         })
+    }
+
+    fn find_weights(dir: &Path) -> anyhow::Result<Weights> {
+        let single = dir.join(Self::WEIGHTS);
+        if single.is_file() {
+            return Ok(Weights::Single(single));
+        }
+        let index = dir.join(Self::WEIGHTS_INDEX);
+        if index.is_file() {
+            return sharded_weights(&index);
+        }
+        if dir.join(Self::PYTORCH_WEIGHTS).is_file()
+            || dir.join("pytorch_model.bin.index.json").is_file()
+        {
+            let shown = dir.display();
+            anyhow::bail!(
+                "{shown} holds only pytorch_model.bin (PyTorch's pickle format), which embedscope \
+                 does not read. Convert it once to safetensors with transformers:\n  \
+                 python -c \"from transformers import CLIPModel as M; \
+                 M.from_pretrained('{shown}').save_pretrained('{shown}', safe_serialization=True)\"\n\
+                 or download the safetensors version: `embedscope model fetch --repo ORG/NAME`"
+            );
+        }
+        anyhow::bail!(
+            "{} has no model.safetensors (nor model.safetensors.index.json): a CLIP model folder \
+             holds config.json, model.safetensors and tokenizer.json in the Hugging Face layout \
+             (`embedscope model fetch` downloads one)",
+            dir.display()
+        )
     }
 
     pub fn tokenizer(&self) -> anyhow::Result<ClipTokenizer> {
@@ -97,78 +166,247 @@ impl ModelDir {
     }
 
     pub fn load_vision(&self, device: &Device) -> anyhow::Result<ClipVision> {
-        let model = ClipVision::init(&self.config, device)?;
-        self.load_weights(model, "vision")
+        let model = catch_panics("building the CLIP image tower", || {
+            ClipVision::init(&self.config, device)
+        })?;
+        self.load_weights(model, Tower::Vision)
     }
 
     pub fn load_text(&self, device: &Device) -> anyhow::Result<ClipText> {
-        let model = ClipText::init(&self.config, device)?;
-        self.load_weights(model, "text")
+        let model = catch_panics("building the CLIP text tower", || {
+            ClipText::init(&self.config, device)
+        })?;
+        self.load_weights(model, Tower::Text)
     }
 
     fn load_weights<M: Module + ModuleSnapshot>(
         &self,
         mut model: M,
-        tower: &str,
+        tower: Tower,
     ) -> anyhow::Result<M> {
-        let path = self.dir.join(Self::WEIGHTS);
-        // PyTorch stores Linear weights [out, in] and LayerNorm weight/bias;
-        // the adapter transposes and renames them to Burn's [in, out], gamma/beta.
-        let mut store = SafetensorsStore::from_file(&path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .allow_partial(true);
-        let result = model
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        let files = self.weights.tensor_files();
+        let mut missing: Option<std::collections::BTreeSet<String>> = None;
+        let mut extra = Vec::new();
+        for path in &files {
+            // PyTorch stores Linear weights [out, in] and LayerNorm weight/bias;
+            // the adapter transposes and renames them to Burn's [in, out], gamma/beta.
+            let mut store = SafetensorsStore::from_file(*path)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .allow_partial(true);
+            let result = catch_panics("reading the CLIP weights", || {
+                model
+                    .load_from(&mut store)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            })
             .with_context(|| {
                 format!(
-                    "{} does not fit the CLIP {tower} tower described by config.json",
-                    path.display()
+                    "{} does not fit the CLIP {} tower described by config.json",
+                    path.display(),
+                    tower.name()
                 )
             })?;
+            anyhow::ensure!(
+                result.errors.is_empty(),
+                "{} does not fit the CLIP {} tower described by config.json: {}",
+                path.display(),
+                tower.name(),
+                result
+                    .errors
+                    .iter()
+                    .map(|e| format!("{e:?}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            // With shards, a tensor is missing only if no shard has it.
+            let here: std::collections::BTreeSet<String> =
+                result.missing.iter().map(|(p, _)| p.clone()).collect();
+            missing = Some(match missing {
+                None => here,
+                Some(before) => before.intersection(&here).cloned().collect(),
+            });
+            extra.extend(
+                result
+                    .unused
+                    .iter()
+                    .filter(|name| tower.owns(name))
+                    .cloned(),
+            );
+        }
+        let missing = missing.unwrap_or_default();
+        let shown = self
+            .weights
+            .tensor_files()
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         anyhow::ensure!(
-            result.errors.is_empty(),
-            "{} does not fit the CLIP {tower} tower described by config.json: {}",
-            path.display(),
-            result
-                .errors
-                .iter()
-                .map(|e| format!("{e:?}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        anyhow::ensure!(
-            result.missing.is_empty(),
-            "{} lacks {} tensors of the CLIP {tower} tower, e.g. {}",
-            path.display(),
-            result.missing.len(),
-            result
-                .missing
+            missing.is_empty(),
+            "{shown} lacks {} tensors of the CLIP {} tower, e.g. {}",
+            missing.len(),
+            tower.name(),
+            missing
                 .iter()
                 .take(3)
-                .map(|(p, _)| p.as_str())
+                .cloned()
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        // Half-precision checkpoints load as f16; compute in f32 as the
-        // reference does (f16 weights upcast to f32).
-        Ok(model.map(&mut UpcastToF32))
+        anyhow::ensure!(
+            extra.is_empty(),
+            "{shown} has {} tensors under the CLIP {} tower's names that this model does not have \
+             (e.g. {}): config.json describes another architecture than the weights",
+            extra.len(),
+            tower.name(),
+            extra.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        );
+        // Half-precision checkpoints (f16, bf16) load as such; compute in f32
+        // as the reference does (the weights upcast to f32).
+        catch_panics("converting the CLIP weights to f32", || {
+            Ok(model.map(&mut UpcastToF32))
+        })
+    }
+}
+
+/// Which tower a load is for, and which tensor names are its own (an unused
+/// tensor with such a name means the config and the weights disagree).
+#[derive(Clone, Copy)]
+enum Tower {
+    Vision,
+    Text,
+}
+
+impl Tower {
+    fn name(self) -> &'static str {
+        match self {
+            Tower::Vision => "vision",
+            Tower::Text => "text",
+        }
+    }
+
+    fn owns(self, tensor: &str) -> bool {
+        // Buffers older checkpoints saved along with the weights.
+        if tensor.ends_with("position_ids") {
+            return false;
+        }
+        match self {
+            Tower::Vision => {
+                tensor.starts_with("vision_model.") || tensor.starts_with("visual_projection")
+            }
+            Tower::Text => {
+                tensor.starts_with("text_model.") || tensor.starts_with("text_projection")
+            }
+        }
+    }
+}
+
+/// The shards `model.safetensors.index.json`'s `weight_map` names, each present.
+fn sharded_weights(index: &Path) -> anyhow::Result<Weights> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{} has no weight_map object", index.display()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().with_context(|| {
+            format!(
+                "{}: weight_map[{tensor:?}] is not a file name",
+                index.display()
+            )
+        })?;
+        anyhow::ensure!(
+            !file.contains(['/', '\\']) && file.ends_with(".safetensors"),
+            "{}: weight_map[{tensor:?}] names {file:?}, not a .safetensors file in this folder",
+            index.display()
+        );
+        let path = dir.join(file);
+        if !shards.contains(&path) {
+            anyhow::ensure!(
+                path.is_file(),
+                "{} names the shard {file}, which is missing: download the model again",
+                index.display()
+            );
+            shards.push(path);
+        }
+    }
+    anyhow::ensure!(
+        !shards.is_empty(),
+        "{}: weight_map is empty",
+        index.display()
+    );
+    shards.sort();
+    Ok(Weights::Sharded {
+        index: index.to_path_buf(),
+        shards,
+    })
+}
+
+/// The image processor must produce what the image tower takes: a crop of
+/// `image_size`, from a resize at least that large.
+fn check_preprocess(p: &ClipPreprocessConfig, image_size: u32, path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        p.crop_size == image_size,
+        "{}: crop_size is {} but config.json's vision_config.image_size is {image_size}: the \
+         image tower takes {image_size}×{image_size} images (the two files come from different models?)",
+        path.display(),
+        p.crop_size
+    );
+    anyhow::ensure!(
+        p.shortest_edge >= p.crop_size,
+        "{}: size (shortest_edge) is {}, smaller than crop_size {}: the centre crop would run \
+         off the image",
+        path.display(),
+        p.shortest_edge,
+        p.crop_size
+    );
+    anyhow::ensure!(
+        p.std.iter().all(|s| *s > 0.0 && s.is_finite()) && p.mean.iter().all(|m| m.is_finite()),
+        "{}: image_std must be positive and image_mean finite",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Runs `work`, turning a panic (a shape Burn did not expect, a backend
+/// failure) into an error that says what was being done.
+pub(crate) fn catch_panics<T>(
+    doing: &str,
+    work: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(anyhow::anyhow!(
+                "{doing} failed inside Burn ({message}); the model folder may not match its \
+                 config.json, or the device ran out of memory"
+            ))
+        }
     }
 }
 
 /// BLAKE3 of a model folder's weights and configs, remembered per process by
 /// (path, length, modification time) of each file: hashing 600 MB is ~0.5 s,
 /// and `search` and the viewer's text queries open the same folder repeatedly.
-fn fingerprint(dir: &Path) -> anyhow::Result<String> {
+fn fingerprint(dir: &Path, weights: &Weights) -> anyhow::Result<String> {
     use std::collections::HashMap;
     use std::sync::OnceLock;
     type Stamp = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
     static KNOWN: OnceLock<Mutex<HashMap<Stamp, String>>> = OnceLock::new();
 
-    let files: Vec<PathBuf> = [ModelDir::CONFIG, ModelDir::PREPROCESSOR, ModelDir::WEIGHTS]
+    let files: Vec<PathBuf> = [ModelDir::CONFIG, ModelDir::PREPROCESSOR]
         .iter()
         .map(|name| dir.join(name))
         .filter(|path| path.is_file())
+        .chain(weights.files().into_iter().map(Path::to_path_buf))
         .collect();
     let stamp: Stamp = files
         .iter()
@@ -179,7 +417,7 @@ fn fingerprint(dir: &Path) -> anyhow::Result<String> {
         })
         .collect::<anyhow::Result<_>>()?;
     let known = KNOWN.get_or_init(Default::default);
-    if let Some(hit) = known.lock().expect("fingerprint memo").get(&stamp) {
+    if let Some(hit) = known.lock().unwrap_or_else(|p| p.into_inner()).get(&stamp) {
         return Ok(hit.clone());
     }
     let mut hasher = blake3::Hasher::new();
@@ -193,7 +431,7 @@ fn fingerprint(dir: &Path) -> anyhow::Result<String> {
     let fingerprint = hasher.finalize().to_hex()[..16].to_string();
     known
         .lock()
-        .expect("fingerprint memo")
+        .unwrap_or_else(|p| p.into_inner())
         .insert(stamp, fingerprint.clone());
     Ok(fingerprint)
 }
@@ -333,11 +571,15 @@ impl Embedder for ClipEmbedder {
     }
 
     fn embed_batch(&self, batch: Vec<Vec<f32>>) -> anyhow::Result<Vec<Vec<f32>>> {
-        let model = self.model.lock().expect("CLIP model lock");
+        // Forward passes only read the model: a panic in one leaves it usable.
+        let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
         let size = self.model_dir.preprocess.crop_size as usize;
         let mut out = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(self.batch) {
-            for mut v in image_features(&model, &self.device.device, size, chunk) {
+            let rows = catch_panics("the CLIP image tower", || {
+                Ok(image_features(&model, &self.device.device, size, chunk))
+            })?;
+            for mut v in rows {
                 crate::l2_normalize(&mut v);
                 out.push(v);
             }
@@ -367,7 +609,18 @@ impl ClipTextEncoder {
             .iter()
             .map(|p| self.tokenizer.encode(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut out = text_features(&self.model, &self.device.device, &tokens);
+        self.embed_tokens(&tokens)
+    }
+
+    /// The prompt's tokens (77 at most: `truncated` says whether it was cut).
+    pub fn tokenize(&self, prompt: &str) -> anyhow::Result<tokenizer::ClipTokens> {
+        self.tokenizer.encode(prompt)
+    }
+
+    pub fn embed_tokens(&self, tokens: &[tokenizer::ClipTokens]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut out = catch_panics("the CLIP text tower", || {
+            Ok(text_features(&self.model, &self.device.device, tokens))
+        })?;
         for v in &mut out {
             crate::l2_normalize(v);
         }
@@ -566,6 +819,193 @@ mod tests {
         let vision_only = ModelDir::open(&fixtures().join("vitb32-1layer")).unwrap();
         let err = vision_only.load_text(&Device::flex()).unwrap_err();
         assert!(format!("{err:#}").contains("no text tower"), "{err:#}");
+    }
+
+    /// A copy of the tiny model whose weights are rewritten by `edit`
+    /// (tensor name → dtype and bytes) into the files `split` decides.
+    fn rewritten_tiny(
+        edit: impl Fn(
+            &str,
+            safetensors::Dtype,
+            Vec<u8>,
+            Vec<usize>,
+        ) -> Option<(String, safetensors::Dtype, Vec<u8>, Vec<usize>)>,
+        shards: usize,
+    ) -> tempfile::TempDir {
+        let tiny = fixtures().join("tiny");
+        let out = tempfile::tempdir().unwrap();
+        for name in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+            std::fs::copy(tiny.join(name), out.path().join(name)).unwrap();
+        }
+        let bytes = std::fs::read(tiny.join("model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, safetensors::Dtype, Vec<u8>, Vec<usize>)> = Vec::new();
+        let mut names = file.names();
+        names.sort();
+        for name in names {
+            let view = file.tensor(name).unwrap();
+            if let Some(t) = edit(
+                name,
+                view.dtype(),
+                view.data().to_vec(),
+                view.shape().to_vec(),
+            ) {
+                tensors.push(t);
+            }
+        }
+        let write = |list: &[(String, safetensors::Dtype, Vec<u8>, Vec<usize>)], path: &Path| {
+            let views: Vec<(String, safetensors::tensor::TensorView)> = list
+                .iter()
+                .map(|(n, d, b, s)| {
+                    (
+                        n.clone(),
+                        safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                    )
+                })
+                .collect();
+            safetensors::serialize_to_file(views, None, path).unwrap();
+        };
+        if shards <= 1 {
+            write(&tensors, &out.path().join("model.safetensors"));
+        } else {
+            let mut map = serde_json::Map::new();
+            let per = tensors.len().div_ceil(shards);
+            for (k, chunk) in tensors.chunks(per).enumerate() {
+                let name = format!("model-{:05}-of-{shards:05}.safetensors", k + 1);
+                write(chunk, &out.path().join(&name));
+                for (tensor, ..) in chunk {
+                    map.insert(tensor.clone(), serde_json::Value::String(name.clone()));
+                }
+            }
+            let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+            std::fs::write(
+                out.path().join("model.safetensors.index.json"),
+                serde_json::to_string(&index).unwrap(),
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    fn tiny_image_embeddings(dir: &Path) -> Vec<Vec<f32>> {
+        let model = ModelDir::open(dir).unwrap();
+        let side = model.preprocess.crop_size as usize;
+        let embedder = ClipEmbedder::load(model, ComputeDevice::cpu(), None).unwrap();
+        let inputs: Vec<Vec<f32>> = (0..3)
+            .map(|i| {
+                (0..3 * side * side)
+                    .map(|j| ((i * 7 + j) % 13) as f32 / 13.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        embedder.embed_batch(inputs).unwrap()
+    }
+
+    #[test]
+    fn sharded_checkpoints_load_like_one_file() {
+        let keep = |n: &str, d, b, s| Some((n.to_owned(), d, b, s));
+        let sharded = rewritten_tiny(keep, 3);
+        let dir = ModelDir::open(sharded.path()).unwrap();
+        assert!(matches!(&dir.weights, Weights::Sharded { shards, .. } if shards.len() == 3));
+        let whole = tiny_image_embeddings(&fixtures().join("tiny"));
+        assert_eq!(tiny_image_embeddings(sharded.path()), whole);
+        // A shard the index names but the folder lacks.
+        let first = sharded.path().join("model-00001-of-00003.safetensors");
+        std::fs::remove_file(first).unwrap();
+        let err = ModelDir::open(sharded.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("missing"), "{err:#}");
+    }
+
+    #[test]
+    fn bf16_weights_are_converted_and_embed_close_to_f32() {
+        let to_bf16 = |n: &str, d: safetensors::Dtype, b: Vec<u8>, s| {
+            if d != safetensors::Dtype::F32 {
+                return Some((n.to_owned(), d, b, s));
+            }
+            let halves: Vec<u8> = b
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    half::bf16::from_f32(x).to_le_bytes()
+                })
+                .collect();
+            Some((n.to_owned(), safetensors::Dtype::BF16, halves, s))
+        };
+        let bf16 = rewritten_tiny(to_bf16, 1);
+        let got = tiny_image_embeddings(bf16.path());
+        let want = tiny_image_embeddings(&fixtures().join("tiny"));
+        for (g, w) in got.iter().zip(&want) {
+            let cosine = crate::dot(g, w);
+            assert!(cosine > 0.99, "bf16 against f32: cosine {cosine}");
+        }
+    }
+
+    #[test]
+    fn missing_and_foreign_tensors_are_named() {
+        let drop_one = |n: &str, d, b, s| {
+            (n != "vision_model.post_layernorm.weight").then(|| (n.to_owned(), d, b, s))
+        };
+        let missing = rewritten_tiny(drop_one, 1);
+        let err = ModelDir::open(missing.path())
+            .unwrap()
+            .load_vision(&Device::flex())
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("lacks 1 tensors") && message.contains("post_layernorm"),
+            "{message}"
+        );
+
+        let foreign = |n: &str, d, b: Vec<u8>, s: Vec<usize>| {
+            let renamed = n.replace("encoder.layers.1.", "encoder.layers.7.");
+            Some((renamed, d, b, s))
+        };
+        let extra = rewritten_tiny(foreign, 1);
+        let err = ModelDir::open(extra.path())
+            .unwrap()
+            .load_vision(&Device::flex())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("layers"), "{err:#}");
+    }
+
+    #[test]
+    fn folder_problems_name_the_file_and_field() {
+        let tiny = fixtures().join("tiny");
+        let copy = |dir: &Path| {
+            for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+                std::fs::copy(tiny.join(name), dir.join(name)).unwrap();
+            }
+        };
+        // A crop that is not the tower's image size (today's panic, exit 101).
+        let bad = tempfile::tempdir().unwrap();
+        copy(bad.path());
+        std::fs::write(
+            bad.path().join("preprocessor_config.json"),
+            r#"{"crop_size": {"height": 24, "width": 24}, "size": {"shortest_edge": 24}}"#,
+        )
+        .unwrap();
+        let err = ModelDir::open(bad.path()).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("preprocessor_config.json")
+                && message.contains("crop_size")
+                && message.contains("image_size"),
+            "{message}"
+        );
+        std::fs::write(
+            bad.path().join("preprocessor_config.json"),
+            r#"{"crop_size": 224, "size": 200}"#,
+        )
+        .unwrap();
+        let err = ModelDir::open(bad.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("shortest_edge"), "{err:#}");
+
+        // Only PyTorch's pickle: the message gives the conversion command.
+        let pickle = tempfile::tempdir().unwrap();
+        std::fs::copy(tiny.join("config.json"), pickle.path().join("config.json")).unwrap();
+        std::fs::write(pickle.path().join("pytorch_model.bin"), b"PK\x03\x04").unwrap();
+        let err = ModelDir::open(pickle.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("save_pretrained"), "{err:#}");
     }
 
     #[test]
