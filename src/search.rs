@@ -58,24 +58,57 @@ pub fn search_folder(
 /// The `k` images of an already embedded folder closest to `query` (the
 /// viewer's text search): (row, cosine), best first. The folder must have been
 /// embedded by the same CLIP model, or the cosines would mean nothing.
+/// Loads the text tower each call: a caller with many queries keeps a
+/// [`TextRanker`] instead.
 pub fn rank_by_text(
     folder: &EmbeddedFolder,
     clip: &ClipOptions,
     query: &str,
     k: usize,
 ) -> anyhow::Result<Vec<(usize, f32)>> {
-    let model = ModelDir::open(&clip.find_model()?)?;
-    let expected = format!("clip-{}", model.fingerprint);
-    anyhow::ensure!(
-        folder.embedder_id == expected,
-        "this map was embedded with {}, not with the CLIP model in {}: choose the CLIP \
-         embedder and re-run the layout first",
-        folder.embedder_id,
-        model.dir.display()
-    );
-    let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(clip.device)?)?;
-    let text = encoder.embed(&[query])?.remove(0);
-    Ok(rank(folder, &text, k))
+    TextRanker::load(clip)?.rank(folder, query, k)
+}
+
+/// CLIP's text tower, loaded once and kept for many queries (loading it takes
+/// about a second; a query takes milliseconds).
+pub struct TextRanker {
+    /// The model folder it was loaded from.
+    pub dir: std::path::PathBuf,
+    /// The embedder id of folders embedded by the same model.
+    pub embedder_id: String,
+    encoder: ClipTextEncoder,
+}
+
+impl TextRanker {
+    /// Loads the text tower of the model `clip` names.
+    pub fn load(clip: &ClipOptions) -> anyhow::Result<Self> {
+        let model = ModelDir::open(&clip.find_model()?)?;
+        let encoder = ClipTextEncoder::load(&model, ComputeDevice::select(clip.device)?)?;
+        Ok(Self {
+            embedder_id: format!("clip-{}", model.fingerprint),
+            dir: model.dir,
+            encoder,
+        })
+    }
+
+    /// The `k` images of `folder` closest to `query`: (row, cosine), best
+    /// first. Refuses a folder embedded by another model.
+    pub fn rank(
+        &self,
+        folder: &EmbeddedFolder,
+        query: &str,
+        k: usize,
+    ) -> anyhow::Result<Vec<(usize, f32)>> {
+        anyhow::ensure!(
+            folder.embedder_id == self.embedder_id,
+            "this map was embedded with {}, not with the CLIP model in {}: choose the CLIP \
+             embedder and re-run the layout first",
+            folder.embedder_id,
+            self.dir.display()
+        );
+        let text = self.encoder.embed(&[query])?.remove(0);
+        Ok(rank(folder, &text, k))
+    }
 }
 
 /// Rows by cosine to `text`, best first; ties by path so the order is stable.
@@ -156,5 +189,15 @@ mod tests {
         .unwrap();
         let err = rank_by_text(&other, &clip, "a cat", 3).unwrap_err();
         assert!(format!("{err:#}").contains("choose the CLIP"), "{err:#}");
+
+        // One loaded ranker answers many queries, as rank_by_text does.
+        let ranker = TextRanker::load(&clip).unwrap();
+        for query in ["a photo of a cat", "a red car"] {
+            assert_eq!(
+                ranker.rank(&folder, query, 3).unwrap(),
+                rank_by_text(&folder, &clip, query, 3).unwrap()
+            );
+        }
+        assert!(ranker.rank(&other, "a cat", 3).is_err());
     }
 }
