@@ -195,5 +195,15 @@ mod tests {
         .unwrap();
         let err = rank_by_text(&other, &clip, "a cat", 3).unwrap_err();
         assert!(format!("{err:#}").contains("choose the CLIP"), "{err:#}");
+
+        // One loaded ranker answers many queries, as rank_by_text does.
+        let ranker = TextRanker::load(&clip).unwrap();
+        for query in ["a photo of a cat", "a red car"] {
+            assert_eq!(
+                ranker.rank(&folder, query, 3).unwrap(),
+                rank_by_text(&folder, &clip, query, 3).unwrap()
+            );
+        }
+        assert!(ranker.rank(&other, "a cat", 3).is_err());
     }
 }

@@ -38,6 +38,10 @@ pub struct ViewArgs {
     /// Test hook: print the selection as JSON before exiting.
     #[arg(long, hide = true)]
     print_selection: bool,
+    /// Script hook: steps of scripted input and checks, `;`-separated (see
+    /// src/view/script.rs), e.g. "drag left ctrl 0.2,0.2 0.8,0.2 0.5,0.8; print".
+    #[arg(long, value_name = "STEPS", hide = true, value_parser = parse_script)]
+    script: Option<ScriptSteps>,
     /// Benchmark: show N synthetic points (no folder) and print frame times.
     #[arg(long, value_name = "N", conflicts_with = "folder")]
     bench_points: Option<usize>,
@@ -70,8 +74,17 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
             frames: args.bench_frames,
             thumbnails: !args.bench_no_thumbnails,
         }),
+        script: args.script.map(|s| s.0).unwrap_or_default(),
     };
     view::run(options)
+}
+
+/// The steps of `--script` (a newtype, so clap takes one value, not many).
+#[derive(Clone)]
+struct ScriptSteps(Vec<view::script::Step>);
+
+fn parse_script(text: &str) -> Result<ScriptSteps, String> {
+    view::script::parse(text).map(ScriptSteps)
 }
 
 #[derive(Args)]

@@ -6,11 +6,14 @@
 //! - `embeddings.npy`: float32 N×D, rows in the order of points.csv.
 //! - `report.json`: counts, skipped files, duplicate groups, clusters,
 //!   parameters and per-stage timings.
+//! - `tags.json`: the tags named in the viewer, and the viewer's selection
+//!   and tag exports ([`selection`]).
 
 pub mod duplicates;
 mod npy;
 pub mod parquet;
 mod report;
+pub mod selection;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

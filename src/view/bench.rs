@@ -230,7 +230,7 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
 
 fn synthetic_thumbnail(i: usize, cluster: usize) -> Thumbnail {
     let s = THUMBNAIL_SIZE as usize;
-    let colour = super::state::palette(cluster as i32).to_srgba();
+    let colour = super::colour::palette(cluster as i32).to_srgba();
     let base = [colour.red, colour.green, colour.blue].map(|v| (v * 255.0) as u8);
     let mut rgba = Vec::with_capacity(s * s * 4);
     for y in 0..s {

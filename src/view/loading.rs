@@ -1,15 +1,19 @@
-//! Runs the library pipeline on a worker thread and turns its progress events
-//! into a [`Dataset`] the other plugins read. Nothing here blocks the frame
-//! loop: the worker only pushes into a mutex that one system drains per frame.
+//! Runs the library pipeline on a background [`Task`] and turns its progress
+//! events into a [`Dataset`] the other plugins read. Nothing here blocks the
+//! frame loop: the task only pushes into a mutex that one system drains per
+//! frame. A failed or crashed run leaves its error in [`Dataset::error`]
+//! (the panel shows it with Retry) and nothing running, so a re-run is
+//! always possible.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
 
+use super::tasks::{Task, TaskError};
 use crate::geometry::Point3;
 use crate::pipeline::{self, Analysis, AnalyzeOptions};
-use crate::progress::{CancelToken, ProgressEvent, Stage, is_cancelled};
+use crate::progress::{ProgressEvent, Stage};
 
 pub struct LoadingPlugin {
     pub folder: Option<PathBuf>,
@@ -140,7 +144,7 @@ fn start_requested_runs(
         return;
     };
     dataset.cancel();
-    let folder = folder_of(&folder);
+    let folder = source_of(&folder);
     for mut window in &mut windows {
         window.title = super::window_title(Some(&folder));
     }
@@ -161,13 +165,22 @@ fn start_requested_runs(
     dataset.run = Some(start_run(folder, settings.0.clone()));
 }
 
-/// A dropped or chosen file stands for the folder that holds it.
-pub fn folder_of(path: &Path) -> PathBuf {
-    if path.is_dir() {
+/// What a dropped, typed or chosen path opens: a folder as itself; a
+/// Parquet file as itself (embeddings read from it, where the build reads
+/// Parquet); any other file stands for the folder that holds it.
+pub fn source_of(path: &Path) -> PathBuf {
+    if path.is_dir() || is_parquet(path) {
         path.to_path_buf()
     } else {
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
 fn start_run(folder: PathBuf, options: AnalyzeOptions) -> Run {
@@ -197,7 +210,10 @@ fn describe_failure(err: &TaskError, folder: Option<&Path>) -> String {
 }
 
 fn drain_worker_events(mut dataset: ResMut<Dataset>) {
-    let Some(run) = dataset.run.as_mut() else {
+    // Polled without marking the dataset changed: every reader (the point
+    // instances among them) would otherwise redo its work each frame.
+    let quiet = dataset.bypass_change_detection();
+    let Some(run) = quiet.run.as_mut() else {
         return;
     };
     let events = std::mem::take(&mut *run.events.lock().unwrap_or_else(|p| p.into_inner()));
@@ -263,11 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn a_file_stands_for_its_folder() {
+    fn a_file_stands_for_its_folder_and_parquet_for_itself() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.png");
         std::fs::write(&file, b"x").unwrap();
-        assert_eq!(folder_of(&file), dir.path());
-        assert_eq!(folder_of(dir.path()), dir.path());
+        assert_eq!(source_of(&file), dir.path());
+        assert_eq!(source_of(dir.path()), dir.path());
+        let parquet = dir.path().join("embeddings.PARQUET");
+        std::fs::write(&parquet, b"PAR1").unwrap();
+        assert_eq!(source_of(&parquet), parquet);
     }
 }

@@ -3,21 +3,29 @@
 //!
 //! One plugin per concern, in the order the data flows:
 //! [`loading`] (background pipeline + progress) → [`layout`] (positions shown,
-//! animated from the PCA preview to the final layout) → [`points`] (instanced
+//! animated from the PCA preview to the final layout) → [`colour`] (what
+//! each point's colour shows, per-image facts) → [`points`] (instanced
 //! splats) and [`thumbnails`] (billboards) → [`camera`] (orbit) → [`picking`]
-//! (hover, select) → [`panels`] (egui) → [`welcome`] (no folder yet) →
-//! [`script`] (the `--screenshot` / `--click-point` hooks the tests drive).
-//! The viewer reads pipeline results and never computes them.
+//! (hover, click) and [`selection`] (box and lasso) → [`tags`] (named
+//! selections, kept in the results folder) and [`exports`] → [`panels`]
+//! (egui) → [`welcome`] (no folder yet, drag-and-drop) → [`script`] (the
+//! scripted input the tests and README screenshots drive). Background work
+//! goes through [`tasks`]. The viewer reads pipeline results and never
+//! computes them.
 
 pub mod bench;
 pub mod camera;
+pub mod colour;
+pub mod exports;
 pub mod layout;
 pub mod loading;
 pub mod panels;
 pub mod picking;
 pub mod points;
 pub mod script;
+pub mod selection;
 pub mod state;
+pub mod tags;
 pub mod tasks;
 pub mod thumbnails;
 pub mod welcome;
@@ -25,6 +33,7 @@ pub mod welcome;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bevy::log::LogPlugin;
 use bevy::prelude::*;
 use bevy::render::RenderPlugin;
 use bevy::render::settings::{Backends, RenderCreation, WgpuSettings};
@@ -53,7 +62,14 @@ pub struct ViewOptions {
     pub no_thumbnails: bool,
     /// Show a synthetic map instead of a folder and print frame times.
     pub bench: Option<bench::BenchOptions>,
+    /// Scripted input and checks (`--script`, see [`script`]).
+    pub script: Vec<script::Step>,
 }
+
+/// What the terminal shows unless `RUST_LOG` says otherwise: the app's own
+/// messages, and only warnings from the libraries (Bevy, wgpu, UMAP, …).
+/// `RUST_LOG` directives are added on top (e.g. `RUST_LOG=info`).
+const LOG_FILTER: &str = "embedscope=info,wgpu=error,naga=warn";
 
 /// Opens the window and runs until it is closed (or the script exits it).
 pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
@@ -61,18 +77,18 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
     if !options.no_thumbnails {
         options.analyze.thumbnail_size = Some(thumbnails::THUMBNAIL_SIZE);
     }
-    if let Some(folder) = &options.folder {
+    if let Some(folder) = options.folder.take() {
         anyhow::ensure!(
-            folder.is_dir(),
-            "{} is not a folder: give the folder that holds your images",
+            folder.exists(),
+            "{} does not exist: give the folder that holds your images",
             folder.display()
         );
+        options.folder = Some(loading::source_of(&folder));
     }
     // Vulkan/Metal/DX12 first: the GL backend panics choosing a present mode
     // under Xvfb (bevyengine/bevy#24756). WGPU_BACKEND still overrides.
     let backends = Some(Backends::from_env().unwrap_or(Backends::PRIMARY));
-    let scripted =
-        options.screenshot.is_some() || options.click_point.is_some() || options.bench.is_some();
+    let scripted = !script::steps_of(&options).is_empty() || options.bench.is_some();
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
@@ -82,6 +98,11 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
                     resolution: WindowResolution::new(1280, 800),
                     ..default()
                 }),
+                ..default()
+            })
+            .set(LogPlugin {
+                level: bevy::log::Level::WARN,
+                filter: LOG_FILTER.into(),
                 ..default()
             })
             .set(RenderPlugin {
@@ -118,14 +139,18 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
             options: options.analyze.clone(),
         },
         layout::LayoutPlugin,
+        colour::ColourPlugin,
         points::PointsPlugin,
         thumbnails::ThumbnailsPlugin,
         camera::CameraPlugin,
         picking::PickingPlugin,
+        selection::SelectionPlugin,
+        tags::TagsPlugin,
+        exports::ExportsPlugin,
         panels::PanelsPlugin,
         welcome::WelcomePlugin,
-        script::ScriptPlugin::from(&options),
-    ));
+    ))
+    .add_plugins(script::ScriptPlugin::from(&options));
     if let Some(bench) = options.bench {
         app.add_plugins(bench::BenchPlugin(bench));
     }

@@ -34,9 +34,9 @@ use bevy::render::{
 };
 use bevy::shader::Shader;
 
+use super::colour::LookInputs;
 use super::layout::Positions;
 use super::loading::Dataset;
-use super::state::{ColorBy, Duplicates, ViewState, palette};
 
 const SHADER: Handle<Shader> = uuid_handle!("5d0a3c2e-8f4b-4c1e-9a57-2b9c6e1f7d31");
 
@@ -157,98 +157,15 @@ fn index_classes(dataset: Res<Dataset>, mut classes: ResMut<Classes>) {
     };
 }
 
-/// What colour and size each point is drawn with.
-pub struct Look<'a> {
-    pub state: &'a ViewState,
-    pub clusters: Option<&'a [i32]>,
-    pub duplicates: Option<&'a [i32]>,
-    pub classes: Option<&'a [i32]>,
-    /// Lower-cased relative paths, when a filter is set.
-    pub paths: Option<Vec<String>>,
-}
-
-impl Look<'_> {
-    /// Radius of point `i` (0 hides it) and its linear colour.
-    pub fn of(&self, i: usize) -> (f32, [f32; 4]) {
-        let s = self.state;
-        let cluster = self.clusters.map_or(-1, |c| c[i]);
-        if self.clusters.is_some() && s.hidden_clusters.contains(&cluster) {
-            return (0.0, [0.0; 4]);
-        }
-        if s.selected == Some(i) {
-            // Big enough to show as a yellow halo around its thumbnail
-            // billboard when it has one.
-            let radius = (s.splat_size * 2.2).max(super::thumbnails::BILLBOARD_HALF * 1.3);
-            return (radius, [1.0, 0.85, 0.1, 1.0]);
-        }
-        if s.hovered == Some(i) {
-            return (s.splat_size * 1.8, [1.0, 1.0, 1.0, 1.0]);
-        }
-        let base = match (s.color_by, self.clusters) {
-            (_, None) => Color::srgb(0.55, 0.72, 0.95),
-            (ColorBy::Cluster, Some(_)) => palette(cluster),
-            (ColorBy::Folder, _) => palette(self.classes.map_or(-1, |c| c[i])),
-            (ColorBy::Duplicates, _) => match self.duplicates.map_or(-1, |d| d[i]) {
-                -1 => Color::srgb(0.35, 0.37, 0.42),
-                _ => Color::srgb(1.0, 0.3, 0.25),
-            },
-        };
-        let mut dim = false;
-        if let Some(h) = s.highlighted_cluster {
-            dim |= cluster != h;
-        }
-        if let Some(paths) = &self.paths {
-            dim |= !paths[i].contains(&s.filter.to_lowercase());
-        }
-        if let Some(matches) = &s.text_matches {
-            dim |= !matches.contains(&i);
-        }
-        let mut c = base.to_linear().to_f32_array();
-        if dim {
-            for v in &mut c[..3] {
-                *v *= 0.12;
-            }
-        }
-        (s.splat_size, c)
-    }
-}
-
 fn build_point_instances(
     positions: Res<Positions>,
-    state: Res<ViewState>,
-    dataset: Res<Dataset>,
-    duplicates: Res<Duplicates>,
-    classes: Res<Classes>,
+    inputs: LookInputs,
     mut clouds: Query<&mut PointInstances>,
 ) {
-    if !(positions.is_changed()
-        || state.is_changed()
-        || duplicates.is_changed()
-        || classes.is_changed()
-        || dataset.is_changed())
-    {
+    if !(positions.is_changed() || inputs.changed()) {
         return;
     }
-    let n = positions.current.len();
-    // Labels belong to the analysis; during a re-run with another image set
-    // the preview has other points, and is drawn uncoloured.
-    let analysis = dataset
-        .analysis
-        .as_ref()
-        .filter(|a| a.folder.images.len() == n);
-    let look = Look {
-        state: &state,
-        clusters: analysis.map(|a| a.clusters.labels.as_slice()),
-        duplicates: (duplicates.labels.len() == n).then_some(duplicates.labels.as_slice()),
-        classes: (classes.of_image.len() == n).then_some(classes.of_image.as_slice()),
-        paths: analysis.filter(|_| !state.filter.is_empty()).map(|a| {
-            a.folder
-                .images
-                .iter()
-                .map(|r| r.relative.to_lowercase())
-                .collect()
-        }),
-    };
+    let look = inputs.look(positions.current.len());
     let data: Vec<Instance> = positions
         .current
         .iter()
@@ -471,46 +388,5 @@ impl<P: PhaseItem> RenderCommand<P> for DrawInstanced {
             }
         }
         RenderCommandResult::Success
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn look(state: &ViewState) -> Look<'_> {
-        Look {
-            state,
-            clusters: Some(&[0, 1, -1]),
-            duplicates: Some(&[-1, 0, 0]),
-            classes: Some(&[0, 0, 1]),
-            paths: None,
-        }
-    }
-
-    #[test]
-    fn hidden_clusters_get_no_size_and_selection_stands_out() {
-        let mut state = ViewState::default();
-        state.hidden_clusters.insert(1);
-        state.selected = Some(0);
-        let l = look(&state);
-        assert_eq!(l.of(1).0, 0.0);
-        assert!(l.of(0).0 > l.of(2).0);
-        assert_ne!(l.of(0).1, l.of(2).1);
-    }
-
-    #[test]
-    fn colours_follow_the_chosen_labels() {
-        let mut state = ViewState {
-            color_by: ColorBy::Duplicates,
-            ..default()
-        };
-        let l = look(&state);
-        assert_eq!(l.of(1).1, l.of(2).1, "both in duplicate group 0");
-        assert_ne!(l.of(0).1, l.of(1).1);
-        state.color_by = ColorBy::Folder;
-        let l = look(&state);
-        assert_eq!(l.of(0).1, l.of(1).1, "same folder");
-        assert_ne!(l.of(1).1, l.of(2).1);
     }
 }

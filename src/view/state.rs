@@ -1,6 +1,7 @@
-//! What the user is looking at, shared by the plugins: colouring, splat size,
-//! hover and selection, hidden clusters, the filename filter, and the
-//! duplicate grouping at the threshold chosen in the panel.
+//! What the user is looking at, shared by the plugins: colouring, filters,
+//! splat size, hover and the focused image, hidden clusters, and the
+//! duplicate grouping at the threshold chosen in the panel. (The
+//! multi-selection is [`super::selection::Selection`].)
 
 use std::collections::HashSet;
 
@@ -51,6 +52,8 @@ fn follow_analysis(
         state.hidden_clusters.clear();
         state.highlighted_cluster = None;
     }
+    // Text matches are rows of the old analysis' embeddings.
+    state.text_matches = None;
     *duplicates = Duplicates {
         threshold: analysis.duplicate_threshold,
         labels: analysis.duplicate_labels.clone(),
@@ -65,16 +68,37 @@ pub enum ColorBy {
     /// The first folder of the image's path (its class in a labelled dataset).
     Folder,
     Duplicates,
+    /// The label each image was given (class folder or `--labels`).
+    Label,
+    /// How likely the given label is wrong, on a colour map.
+    LabelIssue,
+    /// How unlike the rest an image is, on a colour map.
+    Outlier,
+    /// Given versus suggested label: images whose neighbours suggest another
+    /// label show that label; the rest stays dim.
+    Suggested,
 }
 
 impl crate::choice::Choice for ColorBy {
-    const ALL: &'static [Self] = &[ColorBy::Cluster, ColorBy::Folder, ColorBy::Duplicates];
+    const ALL: &'static [Self] = &[
+        ColorBy::Cluster,
+        ColorBy::Folder,
+        ColorBy::Duplicates,
+        ColorBy::Label,
+        ColorBy::LabelIssue,
+        ColorBy::Outlier,
+        ColorBy::Suggested,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             ColorBy::Cluster => "cluster",
             ColorBy::Folder => "folder",
             ColorBy::Duplicates => "duplicates",
+            ColorBy::Label => "label",
+            ColorBy::LabelIssue => "label-issue",
+            ColorBy::Outlier => "outlier",
+            ColorBy::Suggested => "suggested",
         }
     }
 
@@ -83,7 +107,70 @@ impl crate::choice::Choice for ColorBy {
             ColorBy::Cluster => "the cluster each point belongs to",
             ColorBy::Folder => "the image's top folder (its class in a labelled dataset)",
             ColorBy::Duplicates => "exact and near-duplicate copies",
+            ColorBy::Label => "the label each image was given (class folder or --labels)",
+            ColorBy::LabelIssue => "how likely the given label is wrong (colour map)",
+            ColorBy::Outlier => "how unlike the rest an image is (colour map)",
+            ColorBy::Suggested => {
+                "the label the neighbours suggest, where it differs from the given one"
+            }
         }
+    }
+}
+
+impl ColorBy {
+    /// The words in the panel's menu.
+    pub fn title(self) -> &'static str {
+        match self {
+            ColorBy::Cluster => "cluster",
+            ColorBy::Folder => "folder",
+            ColorBy::Duplicates => "duplicates",
+            ColorBy::Label => "given label",
+            ColorBy::LabelIssue => "label-issue score",
+            ColorBy::Outlier => "outlier score",
+            ColorBy::Suggested => "given vs suggested label",
+        }
+    }
+}
+
+/// Which flagged images stay bright; the others dim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueFilter {
+    /// Flagged by any analysis.
+    Any,
+    LabelIssue,
+    Outlier,
+    Duplicate,
+    /// Any quality flag, or one.
+    Quality(Option<crate::analyze::QualityFlag>),
+}
+
+impl IssueFilter {
+    pub fn title(self) -> String {
+        match self {
+            IssueFilter::Any => "only flagged (any issue)".into(),
+            IssueFilter::LabelIssue => "label issues".into(),
+            IssueFilter::Outlier => "outliers".into(),
+            IssueFilter::Duplicate => "duplicates".into(),
+            IssueFilter::Quality(None) => "any quality flag".into(),
+            IssueFilter::Quality(Some(flag)) => format!("quality: {}", flag.name()),
+        }
+    }
+
+    /// Every filter the panel offers.
+    pub fn all() -> Vec<IssueFilter> {
+        let mut all = vec![
+            IssueFilter::Any,
+            IssueFilter::LabelIssue,
+            IssueFilter::Outlier,
+            IssueFilter::Duplicate,
+            IssueFilter::Quality(None),
+        ];
+        all.extend(
+            crate::analyze::QualityFlag::ALL
+                .iter()
+                .map(|&f| IssueFilter::Quality(Some(f))),
+        );
+        all
     }
 }
 
@@ -101,6 +188,8 @@ pub struct ViewState {
     pub filter: String,
     /// The images a CLIP text query matched; the others dim.
     pub text_matches: Option<std::sync::Arc<HashSet<usize>>>,
+    /// Only images with this issue stay bright.
+    pub issue_filter: Option<IssueFilter>,
     pub show_thumbnails: bool,
 }
 
@@ -115,6 +204,7 @@ impl Default for ViewState {
             hidden_clusters: HashSet::new(),
             filter: String::new(),
             text_matches: None,
+            issue_filter: None,
             show_thumbnails: true,
         }
     }
@@ -130,39 +220,13 @@ pub struct Duplicates {
     pub groups: Vec<DuplicateGroup>,
 }
 
-/// What egui claims: while the pointer is over a panel the 3D view ignores
-/// it, and while a text field has focus the view's keys are off.
+/// What the 3D view must leave alone: while the pointer is over a panel, or
+/// drives a box or lasso selection, the orbit camera and hover ignore it;
+/// while a text field has focus the view's keys are off.
 #[derive(Resource, Debug, Default)]
 pub struct PointerOverUi {
     pub pointer: bool,
     pub typing: bool,
-}
-
-/// Distinct colours for ids 0, 1, 2, …: the golden-ratio hue walk keeps
-/// neighbouring ids apart; noise (-1) is grey.
-pub fn palette(id: i32) -> Color {
-    if id < 0 {
-        return Color::srgb(0.42, 0.42, 0.45);
-    }
-    const TAB10: [(f32, f32, f32); 10] = [
-        (0.12, 0.47, 0.71),
-        (1.00, 0.50, 0.05),
-        (0.17, 0.63, 0.17),
-        (0.84, 0.15, 0.16),
-        (0.58, 0.40, 0.74),
-        (0.55, 0.34, 0.29),
-        (0.89, 0.47, 0.76),
-        (0.74, 0.74, 0.13),
-        (0.09, 0.75, 0.81),
-        (0.98, 0.75, 0.80),
-    ];
-    let id = id as usize;
-    if id < TAB10.len() {
-        let (r, g, b) = TAB10[id];
-        return Color::srgb(r, g, b);
-    }
-    let hue = (id as f32 * 0.618_034 * 360.0) % 360.0;
-    Color::hsl(hue, 0.65, 0.55)
 }
 
 /// The class label of an image: the first component of its relative path
@@ -174,20 +238,6 @@ pub fn folder_label(relative: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn palette_keeps_the_first_ids_distinct_and_noise_grey() {
-        let colours: Vec<[f32; 4]> = (0..20)
-            .map(|i| palette(i).to_srgba().to_f32_array())
-            .collect();
-        for i in 0..colours.len() {
-            for j in 0..i {
-                assert_ne!(colours[i], colours[j], "ids {i} and {j}");
-            }
-        }
-        let grey = palette(-1).to_srgba();
-        assert!((grey.red - grey.green).abs() < 0.05);
-    }
 
     #[test]
     fn folder_label_is_the_first_path_component() {

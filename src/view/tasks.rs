@@ -12,6 +12,8 @@
 //!   matters (decode the image just clicked, embed the query just typed).
 //!   A new request replaces a pending one, so clicking through a hundred
 //!   images queues at most one decode: the work is bounded by construction.
+//!   The thread keeps what its closure owns between requests (an open
+//!   thumbnail store, a loaded text tower).
 //!
 //! Systems poll both once per frame; nothing here blocks.
 
@@ -159,10 +161,11 @@ struct WorkerState<Req, Resp> {
 pub type RequestId = u64;
 
 impl<Req: Send + 'static, Resp: Send + 'static> Worker<Req, Resp> {
-    /// Starts the thread `embedscope-<name>`; `serve` answers one request.
+    /// Starts the thread `embedscope-<name>`; `serve` answers one request
+    /// (and may keep state for the next ones).
     pub fn start(
         name: &'static str,
-        serve: impl Fn(Req, &CancelToken) -> anyhow::Result<Resp> + Send + 'static,
+        mut serve: impl FnMut(Req, &CancelToken) -> anyhow::Result<Resp> + Send + 'static,
     ) -> Self {
         let shared = Arc::new(WorkerShared {
             state: Mutex::new(WorkerState {
@@ -178,7 +181,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Worker<Req, Resp> {
         let thread_shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("embedscope-{name}"))
-            .spawn(move || worker_loop(&thread_shared, &serve));
+            .spawn(move || worker_loop(&thread_shared, &mut serve));
         if let Err(err) = spawned {
             let mut state = lock(&shared.state);
             state.closed = true;
@@ -231,7 +234,7 @@ impl<Req, Resp> Drop for Worker<Req, Resp> {
 
 fn worker_loop<Req, Resp>(
     shared: &WorkerShared<Req, Resp>,
-    serve: &dyn Fn(Req, &CancelToken) -> anyhow::Result<Resp>,
+    serve: &mut dyn FnMut(Req, &CancelToken) -> anyhow::Result<Resp>,
 ) {
     loop {
         let (id, request, token) = {
@@ -266,7 +269,9 @@ fn worker_loop<Req, Resp>(
 /// Locks a mutex even if a panicking thread poisoned it: every value here
 /// is written whole, so a poisoned one is still consistent.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -346,7 +351,37 @@ mod tests {
         all.extend(worker.poll());
         let values: Vec<u32> = all.iter().filter_map(|(_, r)| r.clone().ok()).collect();
         assert_eq!(values.last(), Some(&500));
-        assert!(served.lock().unwrap().len() <= 2, "{:?}", served.lock().unwrap());
+        assert!(
+            served.lock().unwrap().len() <= 2,
+            "{:?}",
+            served.lock().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_worker_keeps_its_state_between_requests() {
+        // What the text search relies on: the model is loaded once.
+        let worker = Worker::start("test", {
+            let mut loads = 0u32;
+            let mut loaded: Option<u32> = None;
+            move |n: u32, _| {
+                let model = *loaded.get_or_insert_with(|| {
+                    loads += 1;
+                    100
+                });
+                Ok((model + n, loads))
+            }
+        });
+        let mut answers = Vec::new();
+        for n in [1, 2, 3] {
+            worker.request(n);
+            answers.extend(wait_for(|| {
+                let a = worker.poll();
+                (!a.is_empty()).then_some(a)
+            }));
+        }
+        let values: Vec<(u32, u32)> = answers.into_iter().map(|(_, r)| r.unwrap()).collect();
+        assert_eq!(values, [(101, 1), (102, 1), (103, 1)]);
     }
 
     #[test]
