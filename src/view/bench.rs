@@ -3,17 +3,19 @@
 //! pipeline; once it is on screen the camera turns a little every frame
 //! (so the billboards are re-chosen every frame, as when the user orbits)
 //! and the frame times are printed as JSON. Not a test: numbers depend on
-//! the machine.
+//! the machine. With `--bench-frames 0` the map is only shown, still (with
+//! `--screenshot`: pictures of the density at any size).
 
 use std::sync::Arc;
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
 use super::camera::{HomeView, Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::state::ViewState;
-use super::thumbnails::{Atlas, THUMBNAIL_SIZE, ThumbnailsReady};
+use super::thumbnails::{Billboards, THUMBNAIL_SIZE, ThumbnailsReady};
 use crate::Embeddings;
 use crate::analyze::Clusters;
 use crate::decode::ContentHash;
@@ -26,6 +28,8 @@ use crate::rng::Rng;
 /// Frames skipped before timing (pipeline compilation, first uploads, the
 /// camera moving in).
 const WARM_UP_FRAMES: usize = 10;
+/// Distinct synthetic thumbnails at most (see [`synthetic_analysis`]).
+const DISTINCT_THUMBNAILS: usize = 100_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct BenchOptions {
@@ -64,17 +68,32 @@ struct Bench {
     billboards: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the frame timer reads besides its own state.
+#[derive(SystemParam)]
+struct Shown<'w> {
+    positions: Res<'w, Positions>,
+    ready: Res<'w, ThumbnailsReady>,
+    billboards: Res<'w, Billboards>,
+    home: Res<'w, HomeView>,
+}
+
 fn time_frames(
     time: Res<Time<Real>>,
     mut bench: ResMut<Bench>,
-    positions: Res<Positions>,
-    ready: Res<ThumbnailsReady>,
-    atlas: Res<Atlas>,
+    shown: Shown,
     mut camera: Single<(&Orbit, &mut OrbitGoal), With<ViewCamera>>,
-    home: Res<HomeView>,
     mut exit: MessageWriter<AppExit>,
 ) {
+    // No frames to time: the map is only shown (e.g. for --screenshot).
+    if bench.options.frames == 0 {
+        return;
+    }
+    let Shown {
+        positions,
+        ready,
+        billboards,
+        home,
+    } = shown;
     let (orbit, goal) = &mut *camera;
     if !(positions.settled() && ready.0 && !positions.current.is_empty()) {
         return;
@@ -92,9 +111,7 @@ fn time_frames(
         yaw: orbit.yaw + 0.01,
         ..goal.0
     };
-    bench.billboards = bench
-        .billboards
-        .max(atlas.billboarded.iter().filter(|b| **b).count());
+    bench.billboards = bench.billboards.max(billboards.shown.len());
     if bench.times.len() >= bench.options.frames {
         let mut t = bench.times.clone();
         t.sort_by(f64::total_cmp);
@@ -143,37 +160,42 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
         labels.push(c as i32);
         members[c].push(i);
     }
+    // Up to DISTINCT_THUMBNAILS pictures, repeated beyond: a million
+    // thumbnails would take longer to make than the benchmark runs, and the
+    // viewer loads only the few hundred in view either way.
+    let distinct = n.clamp(1, DISTINCT_THUMBNAILS);
+    let hash_of = |i: usize| ContentHash::of(&((i % distinct) as u64).to_le_bytes());
     let images: Vec<ImageRecord> = (0..n)
         .map(|i| ImageRecord {
             relative: format!("c{}/{i:06}.png", i % clusters),
-            hash: ContentHash::of(&(i as u64).to_le_bytes()),
+            hash: hash_of(i),
             width: THUMBNAIL_SIZE,
             height: THUMBNAIL_SIZE,
         })
         .collect();
-    // The thumbnails go where the viewer reads them from: a store (a
-    // temporary one, made again by each benchmark run).
+    // The thumbnails go where the viewer reads them from: a store in the
+    // temporary folder, made once per size and reused by later runs.
     let store_path = thumbnails.then(|| {
-        std::env::temp_dir().join(format!("embedscope-bench-{}.sqlite", std::process::id()))
+        std::env::temp_dir().join(format!("embedscope-bench-thumbnails-{distinct}.sqlite"))
     });
     if let Some(path) = &store_path {
-        let _ = std::fs::remove_file(path);
         let mut store = crate::cache::thumbnails::ThumbnailStore::open(path)
             .expect("a thumbnail store in the temporary folder");
-        for chunk in images.chunks(4096).enumerate() {
-            let (c, records) = chunk;
-            let made: Vec<(ContentHash, Thumbnail)> = records
-                .iter()
-                .enumerate()
-                .map(|(j, r)| {
-                    let i = c * 4096 + j;
-                    (r.hash, synthetic_thumbnail(i, i % clusters))
-                })
-                .collect();
-            let refs: Vec<(ContentHash, &Thumbnail)> = made.iter().map(|(h, t)| (*h, t)).collect();
-            store
-                .put_many(&refs, THUMBNAIL_SIZE)
-                .expect("writing synthetic thumbnails");
+        let ends = [hash_of(0), hash_of(distinct - 1)];
+        let complete = store
+            .present(&ends, THUMBNAIL_SIZE)
+            .is_ok_and(|found| found.len() == ends.len());
+        if !complete {
+            for start in (0..distinct).step_by(4096) {
+                let made: Vec<(ContentHash, Thumbnail)> = (start..(start + 4096).min(distinct))
+                    .map(|i| (hash_of(i), synthetic_thumbnail(i, i % clusters)))
+                    .collect();
+                let refs: Vec<(ContentHash, &Thumbnail)> =
+                    made.iter().map(|(h, t)| (*h, t)).collect();
+                store
+                    .put_many(&refs, THUMBNAIL_SIZE)
+                    .expect("writing synthetic thumbnails");
+            }
         }
     }
     let options = AnalyzeOptions::default();

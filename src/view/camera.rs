@@ -5,6 +5,7 @@
 //! camera eases toward it every frame, so every move is smooth.
 
 use bevy::core_pipeline::tonemapping::Tonemapping;
+use bevy::ecs::system::SystemParam;
 use bevy::input::mouse::{AccumulatedMouseScroll, MouseScrollUnit};
 use bevy::prelude::*;
 use bevy::render::view::{Msaa, NoIndirectDrawing};
@@ -20,6 +21,10 @@ use bevy::render::render_resource::BlendState;
 pub const FOV_Y: f32 = std::f32::consts::FRAC_PI_4;
 /// Fraction of the remaining way covered per second (exponential easing).
 const EASING_PER_SECOND: f32 = 10.0;
+/// Room left around the map at the home view: a share of the viewport,
+/// and at least half a thumbnail billboard, in logical pixels.
+const HOME_MARGIN_SHARE: f32 = 0.03;
+const HOME_MARGIN_PIXELS: f32 = 28.0;
 
 pub struct CameraPlugin;
 
@@ -153,6 +158,54 @@ impl Orbit {
         }
     }
 
+    /// The home view of `points` through a viewport of `size` logical
+    /// pixels: seen from the home angles, the camera aims at the centre of
+    /// the points' image and backs off just enough that they fill the
+    /// viewport, less a margin (room for a billboard's half at the edge).
+    /// A few extreme points (0.2% a side) may fall outside, so that one
+    /// outlier does not shrink the whole map.
+    pub fn fit(points: &[Vec3], size: Vec2) -> Orbit {
+        let home = Orbit::home();
+        if points.is_empty() || size.x < 1.0 || size.y < 1.0 {
+            return Orbit::framing(LAYOUT_RADIUS, size.x / size.y.max(1.0));
+        }
+        let rotation = home.rotation();
+        let (right, up, back) = (rotation * Vec3::X, rotation * Vec3::Y, rotation * Vec3::Z);
+        // Tangents of the half-angles actually usable, margins taken off.
+        let usable = |extent: f32| {
+            let margin = (extent * HOME_MARGIN_SHARE).max(HOME_MARGIN_PIXELS);
+            ((extent - 2.0 * margin) / extent).max(0.2)
+        };
+        let tan_y = (FOV_Y / 2.0).tan() * usable(size.y);
+        let tan_x = (FOV_Y / 2.0).tan() * size.x / size.y * usable(size.x);
+        // Point i fits if |x_i - cx| <= tan_x (D - z_i) (and the same for y),
+        // D the camera's distance from the target, (cx, cy) the target's
+        // offset across the view. The smallest D: half the sum of the
+        // largest z + x/tan and z - x/tan; cx: half their difference.
+        let stride = (points.len() / 200_000).max(1);
+        let mut bounds: [Vec<f32>; 4] = Default::default();
+        for p in points.iter().step_by(stride) {
+            let (x, y, z) = (p.dot(right), p.dot(up), p.dot(back));
+            bounds[0].push(z + x / tan_x);
+            bounds[1].push(z - x / tan_x);
+            bounds[2].push(z + y / tan_y);
+            bounds[3].push(z - y / tan_y);
+        }
+        let [a_plus, a_minus, b_plus, b_minus] = bounds.map(|mut v| {
+            let skip = v.len() * 2 / 1000;
+            let k = v.len() - 1 - skip;
+            *v.select_nth_unstable_by(k, f32::total_cmp).1
+        });
+        let cx = (a_plus - a_minus) * 0.5 * tan_x;
+        let cy = (b_plus - b_minus) * 0.5 * tan_y;
+        let distance = ((a_plus + a_minus) * 0.5).max((b_plus + b_minus) * 0.5);
+        Orbit {
+            target: right * cx + up * cy,
+            distance: distance.max(0.5),
+            ..home
+        }
+    }
+
     /// The goal that brings `point` to the centre, close enough to tell its
     /// neighbours apart.
     pub fn fly_to(&self, point: Vec3, distance: f32) -> Orbit {
@@ -211,20 +264,28 @@ fn spawn_cameras(mut commands: Commands) {
 }
 
 /// Keeps [`HomeView`] fitted to the layout and the viewport, and brings the
-/// camera there when a new image set appears.
+/// camera there when a new image set appears, or when the home moves while
+/// the camera is still at it (the final layout replacing the preview, the
+/// panel taking its share of the window).
 fn frame_the_layout(
     positions: Res<Positions>,
     mut home: ResMut<HomeView>,
     mut camera: Single<(&Camera, &mut OrbitGoal), With<ViewCamera>>,
+    mut fitted_for: Local<Option<(u64, UVec2)>>,
     mut framed: Local<usize>,
 ) {
     let (cam, goal) = &mut *camera;
-    let aspect = cam
+    let size = cam
         .logical_viewport_size()
-        .map_or(1.6, |s| s.x / s.y.max(1.0));
-    let fitted = HomeView(Orbit::framing(positions.radius, aspect));
-    if (fitted.0.distance - home.0.distance).abs() > 1e-4 {
-        *home = fitted;
+        .unwrap_or(Vec2::new(1280.0, 800.0));
+    let key = (positions.generation(), size.round().as_uvec2());
+    if *fitted_for != Some(key) && positions.settled() {
+        *fitted_for = Some(key);
+        let previous = home.0;
+        home.0 = Orbit::fit(positions.targets(), size);
+        if goal.0 == previous {
+            goal.0 = home.0;
+        }
     }
     let count = positions.current.len();
     if count != *framed && count > 0 {
@@ -239,17 +300,29 @@ struct Drag {
     last: Option<Vec2>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The input that steers the orbit.
+#[derive(SystemParam)]
+struct OrbitInput<'w, 's> {
+    buttons: Res<'w, ButtonInput<MouseButton>>,
+    keys: Res<'w, ButtonInput<KeyCode>>,
+    scroll: Res<'w, AccumulatedMouseScroll>,
+    over_ui: Res<'w, PointerOverUi>,
+    window: Single<'w, 's, &'static Window, With<PrimaryWindow>>,
+}
+
 fn steer_orbit(
     mut drag: Local<Drag>,
-    buttons: Res<ButtonInput<MouseButton>>,
-    keys: Res<ButtonInput<KeyCode>>,
-    scroll: Res<AccumulatedMouseScroll>,
-    over_ui: Res<PointerOverUi>,
+    input: OrbitInput,
     home: Res<HomeView>,
-    window: Single<&Window, With<PrimaryWindow>>,
     mut camera: Single<(&Camera, &GlobalTransform, &mut OrbitGoal), With<ViewCamera>>,
 ) {
+    let OrbitInput {
+        buttons,
+        keys,
+        scroll,
+        over_ui,
+        window,
+    } = input;
     let (camera, transform, goal) = &mut *camera;
     // Typing "r" in the search field is not a reset.
     if keys.just_pressed(KeyCode::KeyR) && !over_ui.typing {
@@ -354,6 +427,64 @@ mod tests {
             assert!(x <= 1.0 && y <= 1.0, "aspect {aspect}: {x} {y}");
             assert!(x.max(y) > 0.9, "aspect {aspect}: {x} {y}");
         }
+    }
+
+    #[test]
+    fn the_home_view_fills_the_viewport_with_the_points() {
+        // A flat, off-centre, elongated cloud: the fit centres it and makes
+        // its image touch the margins, where a bounding sphere would not.
+        let points: Vec<Vec3> = (0..2000)
+            .map(|i| {
+                let t = i as f32 / 2000.0;
+                Vec3::new(
+                    3.0 + 8.0 * (t - 0.5),
+                    1.0 + (t * 40.0).sin(),
+                    0.5 * (t * 7.0).cos(),
+                )
+            })
+            .collect();
+        for size in [Vec2::new(1000.0, 800.0), Vec2::new(600.0, 900.0)] {
+            let home = Orbit::fit(&points, size);
+            let view = home.transform().to_matrix().inverse();
+            let proj = Mat4::perspective_infinite_reverse_rh(FOV_Y, size.x / size.y, 0.01);
+            let (mut lo, mut hi) = (Vec2::INFINITY, Vec2::NEG_INFINITY);
+            for p in &points {
+                let clip = proj * view * p.extend(1.0);
+                let ndc = Vec2::new(clip.x, clip.y) / clip.w;
+                let px = (ndc * 0.5 + 0.5) * size;
+                lo = lo.min(px);
+                hi = hi.max(px);
+            }
+            let margin = (size * HOME_MARGIN_SHARE).max(Vec2::splat(HOME_MARGIN_PIXELS));
+            // Inside the margins (a few extreme points may be left out),
+            let tolerance = 0.02 * size;
+            assert!(
+                lo.x >= margin.x - tolerance.x && lo.y >= margin.y - tolerance.y,
+                "{size}: {lo}"
+            );
+            assert!(
+                hi.x <= size.x - margin.x + tolerance.x && hi.y <= size.y - margin.y + tolerance.y,
+                "{size}: {hi}"
+            );
+            // centred, and touching the margins in one direction at least.
+            let (left, right) = (lo.x, size.x - hi.x);
+            let (top, bottom) = (lo.y, size.y - hi.y);
+            assert!(
+                (left - right).abs() < 0.05 * size.x,
+                "{size}: {left} {right}"
+            );
+            assert!(
+                (top - bottom).abs() < 0.05 * size.y,
+                "{size}: {top} {bottom}"
+            );
+            let slack = (left - margin.x).min(top - margin.y);
+            assert!(slack < 0.03 * size.x.min(size.y), "{size}: slack {slack}");
+        }
+        // Nothing to fit: the old sphere framing.
+        assert_eq!(
+            Orbit::fit(&[], Vec2::new(800.0, 800.0)).distance,
+            Orbit::framing(LAYOUT_RADIUS, 1.0).distance
+        );
     }
 
     #[test]

@@ -55,6 +55,17 @@ impl Positions {
     pub fn target(&self, index: usize) -> Option<Vec3> {
         self.to.get(index).copied()
     }
+
+    /// Where every point ends up once the transition is over.
+    pub fn targets(&self) -> &[Vec3] {
+        &self.to
+    }
+
+    /// The [`Dataset::layout_generation`] these positions show: derived
+    /// data (the spatial index, the home view) is kept per generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 fn follow_dataset(dataset: Res<Dataset>, mut positions: ResMut<Positions>) {

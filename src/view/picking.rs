@@ -1,38 +1,53 @@
 //! Hover and click: which point is under the cursor.
 //!
-//! The test is done on the CPU with the same geometry the splat shader draws:
-//! a disc of the point's radius, facing the camera, centred on the point. Its
-//! image on screen is a circle around the projected centre whose radius
-//! shrinks with depth; the front-most disc that contains the cursor wins.
+//! "What you see is what you hit": a point drawn as a thumbnail billboard is
+//! hit anywhere on its rectangle; any other point on the disc the splat
+//! shader draws for it (a camera-facing disc of its radius, never smaller
+//! than its minimum size on screen, see [`Disc`]). The front-most hit wins.
+//!
+//! Nothing scans every point per frame: the hovered point is recomputed
+//! only when the cursor, the camera, the points or their styles changed, and
+//! then through the spatial index (spatial.rs) once the layout has settled.
+//! [`pick`] is the brute-force definition the index is tested against.
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy::window::PrimaryWindow;
 
 use super::camera::{Orbit, OrbitGoal, ViewCamera};
 use super::layout::Positions;
-use super::loading::Dataset;
+use super::points::{BaseCloud, PointCloud};
+use super::spatial::{Disc, SpatialIndex, hit_depth};
 use super::state::{PointerOverUi, ViewState};
-use super::thumbnails::{Atlas, BILLBOARD_HALF};
+use super::thumbnails::Billboards;
 
 /// Seconds within which a second click is a double-click.
 const DOUBLE_CLICK_SECONDS: f64 = 0.4;
 /// A press that moved further than this (logical pixels) is a drag, not a click.
 const CLICK_SLOP: f32 = 4.0;
+/// Without a spatial index (the layout still moving), maps up to this size
+/// are scanned; larger ones pick nothing for that second.
+const SCAN_UP_TO: usize = 50_000;
 
 pub struct PickingPlugin;
 
 impl Plugin for PickingPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(
+        app.add_plugins(super::spatial::SpatialPlugin).add_systems(
             Update,
             (hover_point, click_point)
                 .chain()
-                .after(super::layout::LayoutSystems)
-                .before(super::points::PointSystems)
+                .in_set(PickingSystems)
+                .after(super::thumbnails::BillboardSystems)
+                .after(super::spatial::SpatialSystems)
                 .after(super::camera::CameraSystems),
         );
     }
 }
+
+/// Hover and click; the overlay that shows them runs after.
+#[derive(SystemSet, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PickingSystems;
 
 /// Projects world points to logical window pixels, as the camera draws them.
 #[derive(Clone, Copy, Debug)]
@@ -76,84 +91,116 @@ impl Projector {
     }
 }
 
-/// The front-most point whose disc (radius from `radius_of`, 0 = hidden)
-/// contains `cursor`.
+/// The front-most point whose disc (from `disc_of`; radius 0 = hidden)
+/// contains `cursor`; of points at the same depth, the first.
 pub fn pick(
     points: &[Vec3],
-    radius_of: impl Fn(usize) -> f32,
+    disc_of: impl Fn(usize) -> Disc,
     projector: &Projector,
     cursor: Vec2,
 ) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, p) in points.iter().enumerate() {
-        let radius = radius_of(i);
-        if radius <= 0.0 {
-            continue;
-        }
-        let Some((screen, depth)) = projector.project(*p) else {
-            continue;
-        };
-        if best.is_some_and(|(_, d)| d <= depth) {
-            continue;
-        }
-        let r = projector.screen_radius(radius, depth);
-        if screen.distance_squared(cursor) <= r * r {
+        if let Some(depth) = hit_depth(*p, disc_of(i), projector, cursor)
+            && best.is_none_or(|(_, d)| depth < d)
+        {
             best = Some((i, depth));
         }
     }
     best.map(|(i, _)| i)
 }
 
-/// The radius picking uses for point `i`: its billboard's when it is drawn
-/// as an image, else the splat size; 0 when hidden.
-fn pick_radius(state: &ViewState, dataset: &Dataset, atlas: &Atlas, i: usize) -> f32 {
-    let hidden = dataset
-        .analysis
-        .as_ref()
-        .and_then(|a| a.clusters.labels.get(i))
-        .is_some_and(|c| state.hidden_clusters.contains(c));
-    if hidden {
-        0.0
-    } else if atlas.billboarded.get(i).copied().unwrap_or(false) {
-        BILLBOARD_HALF
-    } else {
-        state.splat_size
+/// Everything picking reads: the view, the points as drawn, the billboards.
+#[derive(SystemParam)]
+pub struct Picker<'w, 's> {
+    window: Single<'w, 's, &'static Window, With<PrimaryWindow>>,
+    camera: Single<'w, 's, (&'static Camera, &'static GlobalTransform), With<ViewCamera>>,
+    positions: Res<'w, Positions>,
+    cloud: Single<'w, 's, &'static PointCloud, With<BaseCloud>>,
+    billboards: Res<'w, Billboards>,
+    index: Res<'w, SpatialIndex>,
+}
+
+/// What a hover result depends on: while none of it changes, it stands.
+#[derive(Clone, PartialEq)]
+struct HoverInputs {
+    cursor: Option<Vec2>,
+    view: Mat4,
+    viewport: Option<Rect>,
+    positions: u64,
+    styles: u64,
+    billboards: u64,
+    grid: bool,
+}
+
+impl Picker<'_, '_> {
+    fn inputs(&self) -> HoverInputs {
+        HoverInputs {
+            cursor: self.window.cursor_position(),
+            view: self.camera.1.to_matrix(),
+            viewport: self.camera.0.logical_viewport_rect(),
+            positions: self.cloud.positions_generation,
+            styles: self.cloud.styles_generation,
+            billboards: self.billboards.generation,
+            grid: self.index.grid_for(&self.positions).is_some(),
+        }
+    }
+
+    /// The point under the cursor, if any.
+    pub fn under_cursor(&self) -> Option<usize> {
+        let cursor = self.window.cursor_position()?;
+        let (camera, transform) = *self.camera;
+        let projector = Projector::new(camera, transform, self.window.size());
+        let points = &self.positions.current;
+        let styles = &self.cloud.styles;
+        if styles.len() != points.len() {
+            return None; // a new image set, styled next frame
+        }
+        let scale = self.window.scale_factor();
+        // Styles give the minimum size in physical pixels (the shader's);
+        // picking works in logical ones.
+        let disc_of = |i: usize| Disc {
+            radius: styles[i].radius,
+            min_pixels: styles[i].min_pixels / scale,
+        };
+        let splat = match self.index.grid_for(&self.positions) {
+            Some(grid) => {
+                let mut bounds = self.cloud.bounds;
+                bounds.max_min_pixels /= scale;
+                grid.pick(points, disc_of, bounds, &projector, cursor)
+            }
+            None if points.len() <= SCAN_UP_TO => pick(points, disc_of, &projector, cursor)
+                .and_then(|i| Some((i, projector.project(points[i])?.1))),
+            None => None,
+        };
+        let billboard = self.billboards.at(cursor);
+        match (splat, billboard) {
+            (Some(s), Some(b)) => Some(if b.1 <= s.1 { b.0 } else { s.0 }),
+            (s, b) => s.or(b).map(|(i, _)| i),
+        }
     }
 }
 
-fn point_under_cursor(
-    window: &Window,
-    camera: (&Camera, &GlobalTransform),
-    positions: &Positions,
-    state: &ViewState,
-    dataset: &Dataset,
-    atlas: &Atlas,
-) -> Option<usize> {
-    let cursor = window.cursor_position()?;
-    let projector = Projector::new(camera.0, camera.1, window.size());
-    pick(
-        &positions.current,
-        |i| pick_radius(state, dataset, atlas, i),
-        &projector,
-        cursor,
-    )
-}
-
 fn hover_point(
-    window: Single<&Window, With<PrimaryWindow>>,
-    camera: Single<(&Camera, &GlobalTransform), With<ViewCamera>>,
-    positions: Res<Positions>,
-    dataset: Res<Dataset>,
-    atlas: Res<Atlas>,
+    picker: Picker,
     over_ui: Res<PointerOverUi>,
     mut state: ResMut<ViewState>,
+    mut last: Local<Option<HoverInputs>>,
 ) {
     let hovered = if over_ui.pointer {
         None
     } else {
-        point_under_cursor(&window, *camera, &positions, &state, &dataset, &atlas)
+        let inputs = picker.inputs();
+        if last.as_ref() == Some(&inputs) {
+            return; // nothing moved: the answer stands
+        }
+        *last = Some(inputs);
+        picker.under_cursor()
     };
-    // Only a real change marks the state changed (and rebuilds the instances).
+    if over_ui.pointer {
+        *last = None;
+    }
+    // Only a real change marks the state changed.
     if state.hovered != hovered {
         state.hovered = hovered;
     }
@@ -165,20 +212,16 @@ struct ClickTracker {
     last_click: Option<(f64, Option<usize>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn click_point(
     mut tracker: Local<ClickTracker>,
     time: Res<Time<Real>>,
     buttons: Res<ButtonInput<MouseButton>>,
-    window: Single<&Window, With<PrimaryWindow>>,
-    camera: Single<(&Camera, &GlobalTransform, &Orbit, &mut OrbitGoal), With<ViewCamera>>,
-    positions: Res<Positions>,
-    dataset: Res<Dataset>,
-    atlas: Res<Atlas>,
+    picker: Picker,
+    mut goal: Single<(&Orbit, &mut OrbitGoal), With<ViewCamera>>,
     over_ui: Res<PointerOverUi>,
     mut state: ResMut<ViewState>,
 ) {
-    let cursor = window.cursor_position();
+    let cursor = picker.window.cursor_position();
     if buttons.just_pressed(MouseButton::Left) {
         tracker.pressed_at = if over_ui.pointer { None } else { cursor };
     }
@@ -191,15 +234,7 @@ fn click_point(
     if pressed.distance(released) > CLICK_SLOP {
         return; // that was a rotation
     }
-    let (cam, transform, orbit, mut goal) = camera.into_inner();
-    let hit = point_under_cursor(
-        &window,
-        (cam, transform),
-        &positions,
-        &state,
-        &dataset,
-        &atlas,
-    );
+    let hit = picker.under_cursor();
     let now = time.elapsed_secs_f64();
     let double = tracker
         .last_click
@@ -207,13 +242,21 @@ fn click_point(
     tracker.last_click = Some((now, hit));
     state.selected = hit;
     if double && let Some(i) = hit {
-        goal.0 = orbit.fly_to(positions.current[i], 1.5);
+        let (orbit, goal) = &mut *goal;
+        goal.0 = orbit.fly_to(picker.positions.current[i], 1.5);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn disc(radius: f32) -> impl Fn(usize) -> Disc {
+        move |_| Disc {
+            radius,
+            min_pixels: 0.0,
+        }
+    }
 
     fn projector_looking_down_minus_z(distance: f32) -> Projector {
         let camera = Transform::from_xyz(0.0, 0.0, distance).looking_at(Vec3::ZERO, Vec3::Y);
@@ -256,20 +299,37 @@ mod tests {
         let r = p.screen_radius(0.1, 10.0);
         let centre = Vec2::new(640.0, 400.0);
         assert_eq!(
-            pick(&points, |_| 0.1, &p, centre + Vec2::new(r * 0.9, 0.0)),
+            pick(&points, disc(0.1), &p, centre + Vec2::new(r * 0.9, 0.0)),
             Some(0)
         );
         assert_eq!(
-            pick(&points, |_| 0.1, &p, centre + Vec2::new(r * 1.1, 0.0)),
+            pick(&points, disc(0.1), &p, centre + Vec2::new(r * 1.1, 0.0)),
             None
         );
         // A bigger splat is hit further out.
         assert_eq!(
-            pick(&points, |_| 0.2, &p, centre + Vec2::new(r * 1.1, 0.0)),
+            pick(&points, disc(0.2), &p, centre + Vec2::new(r * 1.1, 0.0)),
             Some(0)
         );
         // A hidden point is never hit.
-        assert_eq!(pick(&points, |_| 0.0, &p, centre), None);
+        assert_eq!(pick(&points, disc(0.0), &p, centre), None);
+    }
+
+    #[test]
+    fn a_tiny_far_splat_is_hit_at_its_minimum_size() {
+        let p = projector_looking_down_minus_z(10.0);
+        let points = [Vec3::ZERO];
+        let centre = Vec2::new(640.0, 400.0);
+        let tiny = |min_pixels| {
+            move |_| Disc {
+                radius: 1e-4,
+                min_pixels,
+            }
+        };
+        let cursor = centre + Vec2::new(2.5, 0.0);
+        assert_eq!(pick(&points, tiny(0.0), &p, cursor), None);
+        assert_eq!(pick(&points, tiny(3.0), &p, cursor), Some(0));
+        assert_eq!(pick(&points, tiny(2.0), &p, cursor), None);
     }
 
     #[test]
@@ -281,12 +341,18 @@ mod tests {
             Vec3::new(0.0, 0.0, 3.0),
             Vec3::ZERO,
         ];
-        assert_eq!(pick(&points, |_| 0.1, &p, Vec2::new(640.0, 400.0)), Some(1));
+        assert_eq!(
+            pick(&points, disc(0.1), &p, Vec2::new(640.0, 400.0)),
+            Some(1)
+        );
         // Hide it: the next one behind wins.
         assert_eq!(
             pick(
                 &points,
-                |i| if i == 1 { 0.0 } else { 0.1 },
+                |i| Disc {
+                    radius: if i == 1 { 0.0 } else { 0.1 },
+                    min_pixels: 0.0,
+                },
                 &p,
                 Vec2::new(640.0, 400.0)
             ),
