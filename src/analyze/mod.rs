@@ -15,8 +15,7 @@ pub use outliers::outlier_scores;
 use crate::scan::labels::Labels;
 
 /// A label-issue score at or above this puts `label_issue` in the `issues`
-/// column: more of the neighbours' vote goes to other labels than to the
-/// given one.
+/// column: the given label is more likely wrong than right.
 pub const LABEL_ISSUE_FLAG: f32 = 0.5;
 
 /// The share of images flagged `outlier`: the outlier score is a ranking, and

@@ -234,14 +234,17 @@ mod tests {
         assert_eq!((ga.width, ga.height), (64, 40));
         // PNG is lossless; JPEG is close.
         assert_eq!(gb.rgba, see_through.rgba);
-        let err: i32 = ga
+        // JPEG's error is small on average; single pixels at sharp edges of
+        // the test pattern may be off by more (ringing).
+        let errors: Vec<i32> = ga
             .rgba
             .iter()
             .zip(&opaque.rgba)
             .map(|(x, y)| (*x as i32 - *y as i32).abs())
-            .max()
-            .unwrap();
-        assert!(err < 40, "JPEG error {err}");
+            .collect();
+        let mean = errors.iter().sum::<i32>() as f64 / errors.len() as f64;
+        assert!(mean < 4.0, "JPEG mean error {mean}");
+        assert!(errors.iter().all(|&e| e < 80), "JPEG max error");
     }
 
     #[test]

@@ -12,15 +12,23 @@ use embedscope::progress::{CancelToken, Stage};
 use embedscope::reduce::ReducerKind;
 use embedscope::{Analysis, output};
 
-use super::args::{EmbeddingArgs, choice};
+use super::args::{EmbeddingArgs, SourceArgs, choice};
 use super::bars::Bars;
 
 #[derive(Args)]
 pub struct AnalyzeArgs {
-    /// The dataset folder (read only: nothing is ever written into it).
+    /// The dataset: a folder of images, a Parquet file or folder of parts,
+    /// clip-retrieval's output folder, or a `.npy` (read only: nothing is
+    /// ever written into it).
+    #[arg(value_name = "SOURCE")]
     folder: PathBuf,
     #[command(flatten)]
     embedding: EmbeddingArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Also write the embeddings into points.parquet (`embedding` column).
+    #[arg(long)]
+    parquet_embeddings: bool,
     /// How vectors become a 3D layout.
     #[arg(long, value_parser = choice::<ReducerKind>(), default_value = "umap")]
     reducer: ReducerKind,
@@ -46,7 +54,8 @@ pub struct AnalyzeArgs {
     /// t-SNE perplexity.
     #[arg(long, default_value_t = 30.0)]
     perplexity: f32,
-    /// Smallest cluster [default: 1% of the images, between 5 and 100].
+    /// Smallest cluster [default: 0.2% of the images, at least 1% of them
+    /// between 5 and 20].
     #[arg(long)]
     min_cluster_size: Option<usize>,
     /// Embedding cache database [default: cache.sqlite in the user's cache dir].
@@ -102,6 +111,7 @@ impl AnalyzeArgs {
             },
             ..AnalyzeOptions::default()
         };
+        self.source.apply(&mut options);
         options.reduce.umap.n_neighbors = self.neighbors;
         options.reduce.umap.min_dist = self.min_dist;
         options.reduce.tsne.perplexity = self.perplexity;
@@ -123,7 +133,10 @@ pub fn run(args: AnalyzeArgs, cancel: &CancelToken) -> anyhow::Result<ExitCode> 
     let bars = Bars::new(args.quiet);
     let analysis = embedscope::analyze(&args.folder, &options, &bars, cancel)?;
     bars.clear();
-    output::write_outputs(&analysis, &out)?;
+    let written = output::OutputOptions {
+        embeddings_in_parquet: args.parquet_embeddings,
+    };
+    output::write_outputs_with(&analysis, &out, &written)?;
     print_summary(&analysis, &out);
     if analysis.folder.images.is_empty() {
         eprintln!(

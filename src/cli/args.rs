@@ -8,6 +8,9 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use embedscope::choice::Choice;
 use embedscope::embed::{ClipOptions, DeviceChoice, EmbedderKind};
+use embedscope::pipeline::AnalyzeOptions;
+use embedscope::scan::labels::LabelSource;
+use embedscope::source::ReadOptions;
 
 /// A clap value parser for a library enum: lists its names and helps in
 /// `--help`, refuses anything else.
@@ -67,5 +70,54 @@ impl ClipArgs {
             device: self.device,
             batch: self.batch,
         })
+    }
+}
+
+/// Where labels come from and, for embeddings computed elsewhere, which
+/// columns hold the vectors and paths; shared by `analyze` and `view`.
+#[derive(Args, Clone, Default)]
+pub struct SourceArgs {
+    /// Labels from a CSV with `path,label` columns (paths relative to the
+    /// dataset, or row ids for a table without paths) [default: the class
+    /// folders, or a `label`/`class`/`category`/`target` column].
+    #[arg(long, value_name = "FILE.csv", conflicts_with_all = ["no_labels", "label_column"])]
+    pub labels: Option<PathBuf>,
+    /// Parquet sources: the column that holds each row's label.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_labels")]
+    pub label_column: Option<String>,
+    /// Skip the label analyses even where labels are found.
+    #[arg(long)]
+    pub no_labels: bool,
+    /// Parquet sources: the column of embeddings [default: the one column that
+    /// is a list of floats].
+    #[arg(long, value_name = "NAME")]
+    pub vector_column: Option<String>,
+    /// Parquet sources: the column of image paths [default: the first of path,
+    /// filepath, image_path, file_name].
+    #[arg(long, value_name = "NAME")]
+    pub path_column: Option<String>,
+    /// Parquet sources: where relative image paths resolve [default: the
+    /// folder of the source].
+    #[arg(long, value_name = "DIR")]
+    pub images_root: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// Puts these choices into `options`.
+    pub fn apply(&self, options: &mut AnalyzeOptions) {
+        options.labels = if self.no_labels {
+            LabelSource::Off
+        } else if let Some(csv) = &self.labels {
+            LabelSource::Csv(csv.clone())
+        } else if let Some(column) = &self.label_column {
+            LabelSource::Column(column.clone())
+        } else {
+            LabelSource::Folders
+        };
+        options.external = ReadOptions {
+            vector_column: self.vector_column.clone(),
+            path_column: self.path_column.clone(),
+            images_root: self.images_root.clone(),
+        };
     }
 }

@@ -9,14 +9,19 @@ use embedscope::pipeline::AnalyzeOptions;
 use embedscope::reduce::ReducerKind;
 use embedscope::view;
 
-use super::args::{EmbeddingArgs, choice};
+use super::args::{EmbeddingArgs, SourceArgs, choice};
 
 #[derive(Args)]
 pub struct ViewArgs {
-    /// The dataset folder (read only: nothing is ever written into it).
+    /// The dataset: a folder of images, a Parquet file or folder of parts,
+    /// clip-retrieval's output folder, or a `.npy` (read only: nothing is
+    /// ever written into it).
+    #[arg(value_name = "SOURCE")]
     folder: Option<PathBuf>,
     #[command(flatten)]
     embedding: EmbeddingArgs,
+    #[command(flatten)]
+    source: SourceArgs,
     /// How vectors become a 3D layout.
     #[arg(long, value_parser = choice::<ReducerKind>(), default_value = "umap")]
     reducer: ReducerKind,
@@ -55,14 +60,16 @@ pub struct ViewArgs {
 
 pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
     let (embedder, clip) = args.embedding.resolve()?;
+    let mut analyze = AnalyzeOptions {
+        embedder,
+        clip,
+        reducer: args.reducer,
+        ..AnalyzeOptions::default()
+    };
+    args.source.apply(&mut analyze);
     let options = view::ViewOptions {
         folder: args.folder,
-        analyze: AnalyzeOptions {
-            embedder,
-            clip,
-            reducer: args.reducer,
-            ..AnalyzeOptions::default()
-        },
+        analyze,
         screenshot: args.screenshot,
         click_point: args.click_point,
         print_selection: args.print_selection,

@@ -2,7 +2,11 @@
 //! then rename) into an output folder that is never inside the dataset.
 //!
 //! - `points.csv`: `path,x,y,z,cluster,duplicate_group,label,suggested_label,
-//!   label_issue_score,outlier_score,issues`, one row per image.
+//!   label_issue_score,outlier_score,issues`, then the source's metadata
+//!   columns, one row per image.
+//! - `points.parquet`: the same columns typed, the kNN as `neighbors`
+//!   (`{ids, distances}`, as Embedding Atlas reads it) and, on request, the
+//!   embeddings ([`parquet`]).
 //! - `embeddings.npy`: float32 N×D, rows in the order of points.csv.
 //! - `report.json`: counts, skipped files, duplicate groups, clusters,
 //!   parameters and per-stage timings.
@@ -88,11 +92,31 @@ pub fn check_output_dir(out: &Path, folder: &Path) -> anyhow::Result<()> {
 
 /// Writes the three output files into `out`.
 pub fn write_outputs(analysis: &Analysis, out: &Path) -> anyhow::Result<()> {
+    write_outputs_with(analysis, out, &OutputOptions::default())
+}
+
+/// What goes into the outputs beyond the default.
+#[derive(Clone, Debug, Default)]
+pub struct OutputOptions {
+    /// Also write the embeddings into `points.parquet` (`embedding` column);
+    /// they are always in `embeddings.npy`.
+    pub embeddings_in_parquet: bool,
+}
+
+/// [`write_outputs`] with options.
+pub fn write_outputs_with(
+    analysis: &Analysis,
+    out: &Path,
+    options: &OutputOptions,
+) -> anyhow::Result<()> {
     check_output_dir(out, &analysis.folder.root)?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     let e = &analysis.folder.embeddings;
     write_atomically(&out.join("points.csv"), |w| write_points_csv(analysis, w))?;
+    write_atomically(&out.join("points.parquet"), |w| {
+        write_points_parquet(analysis, options, w).map(|_| ())
+    })?;
     write_atomically(&out.join("embeddings.npy"), |w| {
         write_npy_f32(w, e.n, e.dim, &e.data)
     })?;
@@ -171,13 +195,76 @@ pub fn issues_of(analysis: &Analysis, i: usize) -> Vec<&'static str> {
 }
 
 fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()> {
+    let metadata = &analysis.folder.metadata;
+    let (names, _) = parquet::metadata_column_names(
+        POINT_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        metadata,
+    );
     let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(POINT_COLUMNS)?;
+    csv.write_record(POINT_COLUMNS.iter().copied().chain(names.iter().map(String::as_str)))?;
     for i in 0..analysis.folder.images.len() {
-        csv.write_record(point_row(analysis, i))?;
+        let extra = metadata.iter().map(|m| m.values.text(i));
+        csv.write_record(point_row(analysis, i).into_iter().chain(extra))?;
     }
     csv.flush()?;
     Ok(())
+}
+
+/// `points.parquet`: the columns of `points.csv` typed, the metadata, the kNN
+/// as `neighbors` and, on request, the embeddings.
+pub fn write_points_parquet(
+    analysis: &Analysis,
+    options: &OutputOptions,
+    w: &mut (dyn Write + Send),
+) -> anyhow::Result<parquet::PointsWritten> {
+    let n = analysis.folder.images.len();
+    let c = &analysis.curation;
+    let labels = c.labels.as_ref();
+    let issue = c.label_issues.as_ref();
+    let paths: Vec<String> = analysis
+        .folder
+        .images
+        .iter()
+        .map(|r| r.relative.clone())
+        .collect();
+    let given: Vec<Option<String>> = (0..n)
+        .map(|i| labels.and_then(|l| l.name(i)).map(str::to_owned))
+        .collect();
+    let suggested: Vec<Option<String>> = (0..n)
+        .map(|i| {
+            issue
+                .and_then(|s| s.suggested[i])
+                .and_then(|s| labels.map(|l| l.names[s as usize].clone()))
+        })
+        .collect();
+    let label_scores: Vec<Option<f32>> = (0..n).map(|i| issue.and_then(|s| s.score[i])).collect();
+    let outlier_scores: Vec<Option<f32>> = (0..n).map(|i| c.outliers.get(i).copied()).collect();
+    let issues: Vec<String> = (0..n).map(|i| issues_of(analysis, i).join(";")).collect();
+    let knn = &analysis.knn;
+    let table = parquet::PointsTable {
+        paths: &paths,
+        points: &analysis.layout.points,
+        clusters: &analysis.clusters.labels,
+        duplicate_groups: &analysis.duplicate_labels,
+        curation: Some(parquet::CurationColumns {
+            labels: &given,
+            suggested_labels: &suggested,
+            label_issue_scores: &label_scores,
+            outlier_scores: &outlier_scores,
+            issues: &issues,
+        }),
+        metadata: &analysis.folder.metadata,
+        embeddings: options
+            .embeddings_in_parquet
+            .then_some(&analysis.folder.embeddings),
+        neighbors: (knn.n == n && knn.k > 0).then_some(parquet::NeighborLists {
+            k: knn.k,
+            indices: &knn.indices,
+            distances: &knn.distances,
+            distances_are_chord: true,
+        }),
+    };
+    parquet::write_points_parquet(&table, w)
 }
 
 /// Writes through a temporary file in the same folder (`tempfile`), synced,
@@ -185,7 +272,7 @@ fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()
 /// half of one. On any error the temporary file is removed.
 pub fn write_atomically(
     path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,

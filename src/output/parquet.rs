@@ -70,7 +70,7 @@ pub struct CurationColumns<'a> {
     pub suggested_labels: &'a [Option<String>],
     pub label_issue_scores: &'a [Option<f32>],
     pub outlier_scores: &'a [Option<f32>],
-    /// e.g. "label,outlier"; empty when none.
+    /// e.g. "label_issue;outlier"; empty when none.
     pub issues: &'a [String],
 }
 
@@ -220,6 +220,34 @@ fn neighbor_fields() -> Fields {
     ])
 }
 
+/// The names the metadata columns are written under: their own, or with a
+/// `source_` prefix (then `source_<name>_2`, …) where a column of ours, or
+/// the optional `embedding` and `neighbors`, already has it. Also the renamed
+/// ones: (source, written).
+pub fn metadata_column_names(
+    mut taken: Vec<String>,
+    metadata: &[MetadataColumn],
+) -> (Vec<String>, Vec<(String, String)>) {
+    taken.extend(["embedding".to_owned(), "neighbors".to_owned()]);
+    let mut names = Vec::with_capacity(metadata.len());
+    let mut renamed = Vec::new();
+    for m in metadata {
+        let mut name = m.name.clone();
+        if taken.contains(&name) {
+            name = format!("source_{}", m.name);
+            let mut k = 2;
+            while taken.contains(&name) {
+                name = format!("source_{}_{k}", m.name);
+                k += 1;
+            }
+            renamed.push((m.name.clone(), name.clone()));
+        }
+        taken.push(name.clone());
+        names.push(name);
+    }
+    (names, renamed)
+}
+
 /// The schema, and metadata columns renamed because their name was taken.
 fn schema(table: &PointsTable<'_>) -> (SchemaRef, Vec<(String, String)>) {
     let mut fields = vec![
@@ -239,22 +267,9 @@ fn schema(table: &PointsTable<'_>) -> (SchemaRef, Vec<(String, String)>) {
             Field::new("issues", DataType::Utf8, false),
         ]);
     }
-    // Reserve the names of the columns that come after the metadata too.
-    let mut taken: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-    taken.extend(["embedding".to_owned(), "neighbors".to_owned()]);
-    let mut renamed = Vec::new();
-    for m in table.metadata {
-        let mut name = m.name.clone();
-        if taken.contains(&name) {
-            name = format!("source_{}", m.name);
-            let mut k = 2;
-            while taken.contains(&name) {
-                name = format!("source_{}_{k}", m.name);
-                k += 1;
-            }
-            renamed.push((m.name.clone(), name.clone()));
-        }
-        taken.push(name.clone());
+    let taken: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+    let (names, renamed) = metadata_column_names(taken, table.metadata);
+    for (m, name) in table.metadata.iter().zip(names) {
         let dt = match m.values {
             MetadataValues::Int(_) => DataType::Int64,
             MetadataValues::Float(_) => DataType::Float64,

@@ -130,13 +130,17 @@ fn issues_report(analysis: &Analysis) -> Value {
             .iter()
             .filter(|(_, s)| *s >= crate::analyze::LABEL_ISSUE_FLAG)
             .count();
-        let top: Vec<Value> = ranked(scored)
+        // Most suspicious first, saturated scores ordered by how much closer
+        // the suggested class is.
+        let top: Vec<Value> = issues
+            .worst_first()
             .into_iter()
             .take(RANKED_LIMIT)
-            .map(|(i, score)| {
+            .map(|i| {
                 json!({
                     "path": path(i),
-                    "score": score,
+                    "score": issues.score[i],
+                    "ratio": issues.ratio[i],
                     "label": labels.name(i),
                     "suggested_label": issues.suggested[i].map(|s| labels.names[s as usize].as_str()),
                 })
@@ -148,6 +152,7 @@ fn issues_report(analysis: &Analysis) -> Value {
             "classes": labels.names.len(),
             "flagged": flagged,
             "flag_threshold": crate::analyze::LABEL_ISSUE_FLAG,
+            "estimated_noise_rate": issues.noise_rate,
             "ranked": top,
         })
     });

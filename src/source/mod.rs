@@ -261,6 +261,17 @@ impl MetadataValues {
         self.len() == 0
     }
 
+    /// Value `i` as text, empty for a null (the CSV outputs).
+    pub fn text(&self, i: usize) -> String {
+        match self {
+            MetadataValues::Int(v) => v[i].map(|x| x.to_string()),
+            MetadataValues::Float(v) => v[i].map(|x| x.to_string()),
+            MetadataValues::Bool(v) => v[i].map(|x| x.to_string()),
+            MetadataValues::Text(v) => v[i].clone(),
+        }
+        .unwrap_or_default()
+    }
+
     /// "int", "float", "bool" or "text".
     pub fn kind(&self) -> &'static str {
         match self {

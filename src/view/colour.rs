@@ -342,13 +342,19 @@ impl LookInputs<'_> {
     /// (during a re-run with another image set the preview has other
     /// points, and is drawn uncoloured).
     pub fn look(&self, n: usize) -> Look<'_> {
+        self.look_for(&self.state, n)
+    }
+
+    /// [`Self::look`] for another view state (the points leave hover and
+    /// selection to the overlay).
+    pub fn look_for<'a>(&'a self, state: &'a ViewState, n: usize) -> Look<'a> {
         let analysis = self
             .dataset
             .analysis
             .as_deref()
             .filter(|a| a.folder.images.len() == n);
         Look::new(
-            &self.state,
+            state,
             analysis.map(|a| a.clusters.labels.as_slice()),
             (self.duplicates.labels.len() == n).then_some(self.duplicates.labels.as_slice()),
             (self.classes.of_image.len() == n).then_some(self.classes.of_image.as_slice()),
@@ -387,20 +393,13 @@ impl<'a> Look<'a> {
         }
     }
 
-    /// Radius of point `i` (0 hides it) and its linear colour.
+    /// Radius of point `i` (0 hides it) and its linear colour. Hover and
+    /// selection are not part of it: the overlay (overlay.rs) draws them, so
+    /// pointing at a point never rebuilds a million styles.
     pub fn of(&self, i: usize) -> (f32, [f32; 4]) {
         let s = self.state;
         if self.hidden(i) {
             return (0.0, [0.0; 4]);
-        }
-        if s.selected == Some(i) {
-            // Big enough to show as a yellow halo around its thumbnail
-            // billboard when it has one.
-            let radius = (s.splat_size * 2.2).max(super::thumbnails::BILLBOARD_HALF * 1.3);
-            return (radius, [1.0, 0.85, 0.1, 1.0]);
-        }
-        if s.hovered == Some(i) {
-            return (s.splat_size * 1.8, [1.0, 1.0, 1.0, 1.0]);
         }
         let (base, background) = self.base(i);
         let mut c = base.to_linear().to_f32_array();
@@ -568,14 +567,17 @@ mod tests {
     }
 
     #[test]
-    fn hidden_clusters_get_no_size_and_selection_stands_out() {
+    fn hidden_clusters_get_no_size_and_hover_changes_nothing() {
         let mut state = ViewState::default();
         state.hidden_clusters.insert(1);
+        let before: Vec<_> = (0..3).map(|i| look(&state, None).of(i)).collect();
+        assert_eq!(before[1].0, 0.0);
+        assert!(before[0].0 > 0.0);
+        // Hover and selection are the overlay's: the styles stay as they are.
         state.selected = Some(0);
-        let l = look(&state, None);
-        assert_eq!(l.of(1).0, 0.0);
-        assert!(l.of(0).0 > l.of(2).0);
-        assert_ne!(l.of(0).1, l.of(2).1);
+        state.hovered = Some(2);
+        let after: Vec<_> = (0..3).map(|i| look(&state, None).of(i)).collect();
+        assert_eq!(before, after);
     }
 
     #[test]

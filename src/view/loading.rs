@@ -165,22 +165,16 @@ fn start_requested_runs(
     dataset.run = Some(start_run(folder, settings.0.clone()));
 }
 
-/// What a dropped, typed or chosen path opens: a folder as itself; a
-/// Parquet file as itself (embeddings read from it, where the build reads
-/// Parquet); any other file stands for the folder that holds it.
+/// What a dropped, typed or chosen path opens: a folder, or embeddings
+/// computed elsewhere (a Parquet file or folder, clip-retrieval output, a
+/// `.npy`) as themselves; an image file stands for the folder that holds it.
 pub fn source_of(path: &Path) -> PathBuf {
-    if path.is_dir() || is_parquet(path) {
-        path.to_path_buf()
-    } else {
-        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    use crate::source::{SourceKind, detect};
+    match detect(path) {
+        SourceKind::Parquet | SourceKind::Npy | SourceKind::ClipRetrieval => path.to_path_buf(),
+        _ if path.is_dir() => path.to_path_buf(),
+        _ => path.parent().map(Path::to_path_buf).unwrap_or_default(),
     }
-}
-
-fn is_parquet(path: &Path) -> bool {
-    path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
 fn start_run(folder: PathBuf, options: AnalyzeOptions) -> Run {

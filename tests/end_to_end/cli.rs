@@ -206,7 +206,7 @@ fn cli_opens_the_viewer_without_taking_subcommand_names_for_folders() {
     let missing = work.path().join("nope");
     let run = embedscope(&[missing.to_str().unwrap()], work.path());
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("is not a folder"));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("does not exist"));
     // install-desktop writes the entry where it is told.
     let home = work.path().join("share");
     let run = embedscope(
@@ -224,4 +224,103 @@ fn cli_opens_the_viewer_without_taking_subcommand_names_for_folders() {
         home.join("icons/hicolor/256x256/apps/embedscope.png")
             .is_file()
     );
+}
+
+/// Embeddings computed elsewhere: a Parquet file in, `points.parquet` out
+/// (with the embeddings), and that file read back as a source: the round trip
+/// a Spark or Ray job makes.
+#[test]
+fn cli_reads_parquet_embeddings_and_writes_points_parquet_that_reads_back() {
+    let parquet = repo().join("tests/fixtures/parquet");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let source = parquet.join("row_groups.parquet");
+    let run = embedscope(
+        &[
+            "analyze",
+            source.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--reducer",
+            "pca",
+            "--parquet-embeddings",
+            "--quiet",
+        ],
+        work.path(),
+    );
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut csv = csv::Reader::from_path(out.join("points.csv")).unwrap();
+    let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(headers.last().map(String::as_str), Some("idx"), "{headers:?}");
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 100);
+    assert!(out.join("points.parquet").is_file());
+
+    // Read back: the `embedding` column is found by type, the metadata keeps
+    // `idx`, and our own columns of the first run come back as metadata under
+    // a `source_` prefix where the new run writes its own.
+    let again = work.path().join("again");
+    let points = out.join("points.parquet");
+    let run = embedscope(
+        &[
+            "analyze",
+            points.to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+            "--reducer",
+            "pca",
+            "--quiet",
+        ],
+        work.path(),
+    );
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut csv = csv::Reader::from_path(again.join("points.csv")).unwrap();
+    let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+    for wanted in ["source_x", "source_cluster", "idx"] {
+        assert!(headers.iter().any(|h| h == wanted), "{wanted} in {headers:?}");
+    }
+    let first: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("points.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let second: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    assert_eq!(second.len(), 100);
+    // Same rows in the same order, paths included.
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.get(0), b.get(0));
+    }
+}
+
+#[test]
+fn cli_names_the_file_when_a_parquet_source_has_no_vectors() {
+    let parquet = repo().join("tests/fixtures/parquet");
+    let work = tempfile::tempdir().unwrap();
+    let source = parquet.join("no_vector.parquet");
+    let out = work.path().join("out");
+    let run = embedscope(
+        &[
+            "analyze",
+            source.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ],
+        work.path(),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no_vector.parquet"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.join("points.csv").exists());
 }
