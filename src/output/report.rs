@@ -72,6 +72,7 @@ pub fn build_report(analysis: &Analysis) -> Value {
             "embedded": folder.cache.misses,
         },
         "skipped": folder.skipped,
+        "source": source_report(folder),
         "warnings": folder.warnings,
         "duplicate_groups": duplicate_groups,
         "clusters": clusters,
@@ -187,5 +188,29 @@ fn issues_report(analysis: &Analysis) -> Value {
         "outliers": outliers,
         "quality": quality,
         "notes": c.notes,
+    })
+}
+
+/// Where embeddings read from files came from, and the rows left out (each
+/// with its file, row and reason); null for an image folder.
+fn source_report(folder: &crate::pipeline::EmbeddedFolder) -> Value {
+    let Some(external) = &folder.external else {
+        return Value::Null;
+    };
+    json!({
+        "kind": format!("{:?}", folder.source_kind),
+        "path": folder.source.display().to_string(),
+        "files": external.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "vector_column": external.vector_column,
+        "path_column": external.path_column,
+        "rows_read": external.rows_read,
+        "rows_skipped": external.skipped_rows.len(),
+        "images_found": external.links.resolved,
+        "skipped_rows": external.skipped_rows,
+        "metadata_columns": folder
+            .metadata
+            .iter()
+            .map(|m| json!({"name": m.name, "type": m.source_type, "kind": m.values.kind()}))
+            .collect::<Vec<_>>(),
     })
 }
