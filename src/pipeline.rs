@@ -777,7 +777,7 @@ pub fn analyze_embeddings(
         Stage::Duplicates,
         started,
         format!(
-            "{} duplicate groups ({} exact, {by_looks} found by how the images look{})",
+            "{} duplicate groups ({} exact, {by_looks} with pairs found by how the images look{})",
             duplicates.len(),
             duplicates.iter().filter(|g| g.exact).count(),
             if perceptual.gate.open {
@@ -923,6 +923,13 @@ pub fn perceptual_evidence(
         ));
     };
     let hashes: Vec<decode::phash::PerceptualHash> = fingerprints.iter().map(|f| f.hash).collect();
+    if let Some(gate) = perceptual::clearly_closed(&hashes, rule) {
+        return Ok(PerceptualEvidence {
+            gate,
+            links: Vec::new(),
+            candidates: 0,
+        });
+    }
     // The kNN stage's own progress would show as a second neighbours stage.
     let neighbours = perceptual::hash_neighbours(
         &hashes,
