@@ -199,3 +199,36 @@ fn mnist_digits_gain_no_group_from_their_hashes() {
     // No quality flag fires on clean digits.
     assert!(a.curation.flags.iter().all(|f| f.is_empty()));
 }
+
+#[test]
+fn embeddings_read_from_files_have_no_looks_and_rest_on_the_cosine() {
+    let npy = repo().join("tests/fixtures/parquet/lone.npy");
+    let cache = tempfile::tempdir().unwrap();
+    let a = analyze(
+        &npy,
+        &options(ReducerKind::Pca, cache.path()),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(a.folder.images.len(), 5);
+    assert!(a.folder.looks.is_empty());
+    assert!(!a.perceptual.gate.open && a.perceptual.links.is_empty());
+    assert!(
+        a.perceptual.gate.reason.contains("read from files"),
+        "{}",
+        a.perceptual.gate.reason
+    );
+    assert!(a.curation.flags.iter().all(|f| f.is_empty()));
+    assert!(
+        a.curation
+            .notes
+            .iter()
+            .any(|n| n.contains("quality flags were skipped")),
+        "{:?}",
+        a.curation.notes
+    );
+    let report = embedscope::output::build_report(&a);
+    assert_eq!(report["issues"]["quality"]["images_looked_at"], 0);
+    assert_eq!(report["duplicate_evidence"]["perceptual_used"], false);
+}
