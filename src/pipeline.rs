@@ -16,13 +16,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::Embeddings;
+use crate::analyze::perceptual::{self, PerceptualEvidence, PerceptualRule};
 use crate::analyze::{self, ClusterParams, Clusters, Curation, DuplicateGroup};
 use crate::cache::{self, EmbeddingCache};
 use crate::choice::Choice;
-use crate::decode::{self, ContentHash, DecodeLimits, SkipReason, Thumbnail};
+use crate::decode::{self, ContentHash, DecodeLimits, ImageLooks, SkipReason, Thumbnail};
 use crate::embed::{self, ClipOptions, Embedder, EmbedderKind};
 use crate::neighbours::{self, KnnGraph, KnnMethod};
-use crate::progress::{CancelToken, ProgressEvent, ProgressSink, Stage};
+use crate::progress::{CancelToken, NoProgress, ProgressEvent, ProgressSink, Stage};
 use crate::reduce::{self, Layout, ReduceParams, ReducerKind};
 use crate::scan::labels::{self, LabelSource, ResolvedLabels};
 use crate::scan::{self, Skipped};
@@ -166,6 +167,10 @@ pub struct EmbeddedFolder {
     /// size 0×0 (unknown).
     pub images: Vec<ImageRecord>,
     pub embeddings: Embeddings,
+    /// Per image, what it looks like (perceptual fingerprint, quality
+    /// statistics), made while decoding or read from the cache. Empty for
+    /// embeddings read from files: there are no images to look at.
+    pub looks: Vec<Option<ImageLooks>>,
     /// The labels the images were given, or why there are none.
     pub labels: ResolvedLabels,
     /// The thumbnail store the images' thumbnails were put in, when asked for.
@@ -229,6 +234,9 @@ pub struct Analysis {
     pub duplicate_labels: Vec<i32>,
     pub duplicates: Vec<DuplicateGroup>,
     pub duplicate_threshold: f32,
+    /// The pairs that look alike whatever the cosine (used again when the
+    /// viewer regroups at another threshold), and whether hashes were used.
+    pub perceptual: PerceptualEvidence,
     pub curation: Curation,
     pub options: AnalyzeOptions,
     pub timings: Timings,
@@ -350,6 +358,7 @@ fn load_external(
         source_kind: kind,
         images,
         embeddings: read.embeddings,
+        looks: Vec::new(),
         labels,
         thumbnail_store,
         embedder_id,
@@ -487,6 +496,7 @@ pub fn embed_folder(
 
     let mut cache_warnings = Vec::new();
     let mut images = Vec::with_capacity(scanned.files.len());
+    let mut looks = Vec::with_capacity(scanned.files.len());
     let mut data: Vec<f32> = Vec::with_capacity(scanned.files.len() * embedder.dim());
     let mut done = 0u64;
     // Two stages in flight: while the model embeds batch k on its own thread
@@ -514,12 +524,13 @@ pub fn embed_folder(
         let mut collect = |files: &[scan::ScannedFile], outcome: Vec<BatchResult>| {
             for (file, result) in files.iter().zip(outcome) {
                 match result {
-                    Ok((record, vector)) => {
+                    Ok((record, vector, image_looks)) => {
                         images.push(ImageRecord {
                             relative: file.relative.clone(),
                             ..record
                         });
                         data.extend_from_slice(&vector);
+                        looks.push(Some(image_looks));
                     }
                     Err(reason) => skipped.push(Skipped {
                         path: file.relative.clone(),
@@ -561,6 +572,17 @@ pub fn embed_folder(
                             thumbnails = None;
                         }
                         prepared.thumbnails.clear();
+                    }
+                    if let Some(store) = cache.as_mut() {
+                        let made: Vec<(ContentHash, &ImageLooks)> =
+                            prepared.new_looks.iter().map(|(h, l)| (*h, l)).collect();
+                        if let Err(err) = store.put_looks(&made) {
+                            let w = format!("{err}; this run's remaining vectors are not cached");
+                            progress.event(ProgressEvent::Warning(w.clone()));
+                            cache_warnings.push(w);
+                            store.stop_writing();
+                        }
+                        prepared.new_looks.clear();
                     }
                     to_model
                         .send(std::mem::take(&mut prepared.inputs))
@@ -615,6 +637,7 @@ pub fn embed_folder(
         metadata: Vec::new(),
         external: None,
         embeddings: Embeddings::new(n, embedder.dim(), data),
+        looks,
         labels,
         thumbnail_store: thumbnails.map(|t| t.path().to_path_buf()),
         images,
@@ -733,16 +756,35 @@ pub fn analyze_embeddings(
         .duplicate_threshold
         .unwrap_or(folder.default_duplicate_threshold);
     let hashes: Vec<ContentHash> = folder.images.iter().map(|r| r.hash).collect();
-    let (duplicate_labels, duplicates) = analyze::find_duplicates(e, &knn, &hashes, threshold);
+    let perceptual = perceptual_evidence(&folder, &knn, &PerceptualRule::default(), cancel)?;
+    let (duplicate_labels, duplicates) =
+        analyze::find_duplicates(e, &knn, &hashes, &perceptual, threshold);
+    let by_looks = duplicates
+        .iter()
+        .filter(|g| {
+            g.pairs.iter().any(|p| {
+                matches!(
+                    p.reason,
+                    analyze::DuplicateReason::HashDistance { .. }
+                        | analyze::DuplicateReason::AlignedDetail { .. }
+                )
+            })
+        })
+        .count();
     finish(
         &mut timings,
         progress,
         Stage::Duplicates,
         started,
         format!(
-            "{} duplicate groups ({} exact)",
+            "{} duplicate groups ({} exact, {by_looks} with pairs found by how the images look{})",
             duplicates.len(),
-            duplicates.iter().filter(|g| g.exact).count()
+            duplicates.iter().filter(|g| g.exact).count(),
+            if perceptual.gate.open {
+                ""
+            } else {
+                "; perceptual hashes not used"
+            }
         ),
     );
 
@@ -769,6 +811,7 @@ pub fn analyze_embeddings(
         duplicate_labels,
         duplicates,
         duplicate_threshold: threshold,
+        perceptual,
         curation,
         options: options.clone(),
         timings,
@@ -853,6 +896,57 @@ fn neighbours_layout_clusters(
     Ok((knn, layout, clusters))
 }
 
+/// The pairs that look like the same photo (perceptual hash, aligned
+/// detail), when every image has its looks; candidates come from the hash
+/// neighbours and from the embedding's kNN graph.
+pub fn perceptual_evidence(
+    folder: &EmbeddedFolder,
+    knn: &KnnGraph,
+    rule: &PerceptualRule,
+    cancel: &CancelToken,
+) -> anyhow::Result<PerceptualEvidence> {
+    let n = folder.images.len();
+    if folder.looks.is_empty() {
+        return Ok(PerceptualEvidence::none(
+            "embeddings read from files: there are no images to compare, so duplicates rest \
+             on the cosine alone",
+        ));
+    }
+    let fingerprints: Option<Vec<&decode::phash::Fingerprint>> = folder
+        .looks
+        .iter()
+        .map(|l| l.as_ref().map(|l| &l.fingerprint))
+        .collect();
+    let Some(fingerprints) = fingerprints.filter(|f| f.len() == n) else {
+        return Ok(PerceptualEvidence::none(
+            "some images have no perceptual fingerprint: duplicates rest on the cosine alone",
+        ));
+    };
+    let hashes: Vec<decode::phash::PerceptualHash> = fingerprints.iter().map(|f| f.hash).collect();
+    if let Some(gate) = perceptual::clearly_closed(&hashes, rule) {
+        return Ok(PerceptualEvidence {
+            gate,
+            links: Vec::new(),
+            candidates: 0,
+        });
+    }
+    // The kNN stage's own progress would show as a second neighbours stage.
+    let neighbours = perceptual::hash_neighbours(
+        &hashes,
+        rule.neighbours,
+        rule.align_max_distance,
+        &NoProgress,
+        cancel,
+    )?;
+    Ok(perceptual::perceptual_links(
+        &fingerprints,
+        &neighbours,
+        (knn.n == n).then_some(knn),
+        rule,
+        cancel,
+    )?)
+}
+
 /// Label issues (when there are labels), outliers, quality flags.
 fn curate(
     folder: &EmbeddedFolder,
@@ -882,12 +976,29 @@ fn curate(
         Vec::new()
     };
     let outlier_flagged = analyze::top_share(&outliers, analyze::OUTLIER_SHARE);
+    // Flags relative to the folder (median size, shape, sharpness) are taken
+    // over the images that have statistics; embeddings read from files have
+    // none and get no flags.
+    let have: Vec<usize> = (0..n)
+        .filter(|&i| folder.looks.get(i).is_some_and(Option::is_some))
+        .collect();
+    let stats: Vec<decode::quality::ImageStats> = have
+        .iter()
+        .filter_map(|&i| folder.looks[i].as_ref().map(|l| l.stats))
+        .collect();
+    let mut flags = vec![Vec::new(); n];
+    for (i, f) in have.iter().zip(decode::quality::quality_flags(&stats)) {
+        flags[*i] = f;
+    }
+    if have.is_empty() && n > 0 {
+        notes.push("no images to look at: the image-quality flags were skipped".into());
+    }
     Ok(Curation {
         labels,
         label_issues,
         outliers,
         outlier_flagged,
-        flags: vec![Vec::new(); n],
+        flags,
         notes,
     })
 }
@@ -948,13 +1059,14 @@ fn batches(
     out
 }
 
-type BatchResult = Result<(ImageRecord, Vec<f32>), SkipReason>;
+type BatchResult = Result<(ImageRecord, Vec<f32>, ImageLooks), SkipReason>;
 
-/// What happened to each file of a batch before the model ran.
+/// What happened to each file of a batch before the model ran. Every image
+/// that is not skipped has its looks, from the cache or made from its pixels.
 enum Prepared {
     Failed(SkipReason),
-    Cached(ContentHash),
-    Fresh(ContentHash, u32, u32),
+    Cached(ContentHash, ImageLooks),
+    Fresh(ContentHash, u32, u32, ImageLooks),
 }
 
 /// A batch read, hashed, looked up in the cache, decoded and preprocessed:
@@ -965,11 +1077,14 @@ struct PreparedBatch {
     inputs: Vec<Vec<f32>>,
     /// Thumbnails made for the store, for images it lacked.
     thumbnails: Vec<(ContentHash, Thumbnail)>,
+    /// Looks made for the cache, for images it lacked.
+    new_looks: Vec<(ContentHash, ImageLooks)>,
 }
 
 /// Reads, hashes, looks up, decodes and preprocesses one batch on the CPU
 /// threads. With a thumbnail store, images it lacks are decoded for their
-/// thumbnail even when their embedding is cached.
+/// thumbnail even when their embedding is cached; so are images whose looks
+/// the cache lacks (a cache written before it kept them).
 fn prepare_batch(
     batch: &[scan::ScannedFile],
     embedder: &dyn Embedder,
@@ -990,8 +1105,11 @@ fn prepare_batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|(_, h)| *h))
         .collect();
-    let cached = match cache {
-        Some(cache) => cache.get_many(embedder_id, embedder.dim(), &hashes)?,
+    let (cached, mut cached_looks) = match cache {
+        Some(cache) => (
+            cache.get_many(embedder_id, embedder.dim(), &hashes)?,
+            cache.get_looks(&hashes)?,
+        ),
         None => Default::default(),
     };
     let have_thumbnail = match thumbnails {
@@ -1005,36 +1123,67 @@ fn prepare_batch(
         Some(size) if !have_thumbnail.contains(hash) => Some((*hash, Thumbnail::of(image, size))),
         _ => None,
     };
-    type Outcome = (Prepared, Option<Vec<f32>>, Option<(ContentHash, Thumbnail)>);
+    type Outcome = (
+        Prepared,
+        Option<Vec<f32>>,
+        Option<(ContentHash, Thumbnail)>,
+        bool,
+    );
+    // Looks taken out of the map so they move into the results uncopied.
+    let read: Vec<_> = read
+        .into_iter()
+        .map(|r| {
+            r.map(|(bytes, hash)| {
+                let looks = cached_looks.remove(&hash);
+                (bytes, hash, looks)
+            })
+        })
+        .collect();
     let outcomes: Vec<Outcome> = read
         .into_par_iter()
         .map(|r| match r {
-            Err(reason) => (Prepared::Failed(reason), None, None),
-            Ok((bytes, hash)) if cached.contains_key(&hash) => {
-                let made = if thumbnail_size.is_some() && !have_thumbnail.contains(&hash) {
-                    match decode::decode(&bytes, &limits) {
-                        Ok(image) => thumbnail(&hash, &image),
-                        Err(reason) => return (Prepared::Failed(reason), None, None),
+            Err(reason) => (Prepared::Failed(reason), None, None, false),
+            Ok((bytes, hash, looks)) if cached.contains_key(&hash) => {
+                let wants_thumbnail = thumbnail_size.is_some() && !have_thumbnail.contains(&hash);
+                let looks = match looks {
+                    Some(looks) if !wants_thumbnail => {
+                        return (Prepared::Cached(hash, looks), None, None, false);
                     }
-                } else {
-                    None
+                    looks => looks,
                 };
-                (Prepared::Cached(hash), None, made)
+                match decode::decode(&bytes, &limits) {
+                    Ok(image) => {
+                        let made = thumbnail(&hash, &image);
+                        let new = looks.is_none();
+                        let looks = looks.unwrap_or_else(|| ImageLooks::of(&image));
+                        (Prepared::Cached(hash, looks), None, made, new)
+                    }
+                    Err(reason) => (Prepared::Failed(reason), None, None, false),
+                }
             }
-            Ok((bytes, hash)) => match decode::decode(&bytes, &limits) {
-                Ok(image) => (
-                    Prepared::Fresh(hash, image.width(), image.height()),
-                    Some(embedder.preprocess(&image)),
-                    thumbnail(&hash, &image),
-                ),
-                Err(reason) => (Prepared::Failed(reason), None, None),
+            Ok((bytes, hash, looks)) => match decode::decode(&bytes, &limits) {
+                Ok(image) => {
+                    let new = looks.is_none();
+                    let looks = looks.unwrap_or_else(|| ImageLooks::of(&image));
+                    (
+                        Prepared::Fresh(hash, image.width(), image.height(), looks),
+                        Some(embedder.preprocess(&image)),
+                        thumbnail(&hash, &image),
+                        new,
+                    )
+                }
+                Err(reason) => (Prepared::Failed(reason), None, None, false),
             },
         })
         .collect();
     let mut prepared = Vec::with_capacity(outcomes.len());
     let mut inputs = Vec::new();
     let mut made = Vec::new();
-    for (p, input, thumb) in outcomes {
+    let mut new_looks = Vec::new();
+    for (p, input, thumb, new) in outcomes {
+        if new && let Prepared::Cached(hash, looks) | Prepared::Fresh(hash, _, _, looks) = &p {
+            new_looks.push((*hash, looks.clone()));
+        }
         prepared.push(p);
         inputs.extend(input);
         made.extend(thumb);
@@ -1044,6 +1193,7 @@ fn prepare_batch(
         cached,
         inputs,
         thumbnails: made,
+        new_looks,
     })
 }
 
@@ -1063,7 +1213,7 @@ fn finish_batch(
     for p in batch.prepared {
         results.push(match p {
             Prepared::Failed(reason) => Err(reason),
-            Prepared::Cached(hash) => {
+            Prepared::Cached(hash, looks) => {
                 let hit = &batch.cached[&hash];
                 stats.hits += 1;
                 let record = ImageRecord {
@@ -1072,9 +1222,9 @@ fn finish_batch(
                     width: hit.width,
                     height: hit.height,
                 };
-                Ok((record, hit.vector.clone()))
+                Ok((record, hit.vector.clone(), looks))
             }
-            Prepared::Fresh(hash, width, height) => {
+            Prepared::Fresh(hash, width, height, looks) => {
                 let vector = vectors
                     .next()
                     .ok_or_else(|| anyhow::anyhow!("the embedder returned too few vectors"))?;
@@ -1086,7 +1236,7 @@ fn finish_batch(
                     width,
                     height,
                 };
-                Ok((record, vector))
+                Ok((record, vector, looks))
             }
         });
     }

@@ -6,11 +6,13 @@ pub mod duplicates;
 pub mod hdbscan;
 pub mod labels;
 pub mod outliers;
+pub mod perceptual;
 
 pub use clusters::{ClusterParams, Clusters, find_clusters};
-pub use duplicates::{DuplicateGroup, DuplicatePair, find_duplicates};
+pub use duplicates::{DuplicateGroup, DuplicatePair, DuplicateReason, find_duplicates};
 pub use labels::{LabelIssues, label_issues};
 pub use outliers::outlier_scores;
+pub use perceptual::PerceptualEvidence;
 
 use crate::scan::labels::Labels;
 
@@ -87,6 +89,26 @@ impl QualityFlag {
             QualityFlag::LowInformation => "low_information",
             QualityFlag::Tiny => "tiny",
             QualityFlag::OddAspectRatio => "odd_aspect_ratio",
+        }
+    }
+
+    /// One line for people (thresholds in [`crate::decode::quality::QualityThresholds`]).
+    pub fn help(self) -> &'static str {
+        match self {
+            QualityFlag::Dark => "very dark: its brightest 1% of pixels are below 25% grey",
+            QualityFlag::Bright => "overexposed: even its darkest 5% of pixels are above 75% grey",
+            QualityFlag::Blurry => {
+                "blurry: its detail is far coarser than the folder's (under a fifth of the median sharpness)"
+            }
+            QualityFlag::LowInformation => {
+                "nearly constant: it barely varies compared with how much it could at its brightness"
+            }
+            QualityFlag::Tiny => {
+                "tiny: under 0.4 times the folder's median size, or under 8 pixels on a side"
+            }
+            QualityFlag::OddAspectRatio => {
+                "odd aspect ratio: 2.9 times wider or narrower than the folder's median shape"
+            }
         }
     }
 }

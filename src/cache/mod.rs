@@ -8,7 +8,14 @@
 //! is really damaged (or not an embedscope cache at all) is moved aside, never
 //! deleted, and a fresh one created, with a warning. A database another
 //! embedscope is writing (busy) is waited for, then read without writing; one
-//! made by a newer embedscope is left alone and the run goes on without it.
+//! made by a newer embedscope is left alone and the run goes on without it;
+//! one made by an older embedscope is migrated in place (schema 1 → 2 adds
+//! the `looks` table: rows written before it are recomputed as images are
+//! decoded again).
+//!
+//! Besides the vectors, each image's looks ([`ImageLooks`]: perceptual hash,
+//! grey square, quality statistics) are kept by content hash alone, since
+//! they do not depend on the embedder.
 
 pub mod analysis;
 pub mod thumbnails;
@@ -19,10 +26,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
-use crate::decode::ContentHash;
+use crate::decode::{ContentHash, ImageLooks};
 
-/// Bumped when the table layout changes.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the table layout changes. 2: the `looks` table.
+const SCHEMA_VERSION: i64 = 2;
+
+const CREATE_LOOKS: &str = "CREATE TABLE IF NOT EXISTS looks (
+     hash  BLOB PRIMARY KEY,
+     looks BLOB NOT NULL
+ ) WITHOUT ROWID;";
 
 /// How long a busy database is waited for before it is read without writing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -80,6 +92,9 @@ pub struct EmbeddingCache {
     path: PathBuf,
     /// Opened while another process was writing: vectors are read, not stored.
     read_only: bool,
+    /// The `looks` table exists (false for a schema-1 database opened read
+    /// only: it could not be migrated then).
+    has_looks: bool,
 }
 
 /// One cached vector plus the image size it came from.
@@ -158,27 +173,41 @@ impl EmbeddingCache {
             .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
-        if check_schema(&conn, path)? == Schema::Empty {
-            // Only a new database is written to on open, so opening one that
-            // another process is writing does not wait for its lock.
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS embeddings (
-                     hash     BLOB NOT NULL,
-                     embedder TEXT NOT NULL,
-                     width    INTEGER NOT NULL,
-                     height   INTEGER NOT NULL,
-                     vector   BLOB NOT NULL,
-                     PRIMARY KEY (hash, embedder)
-                 ) WITHOUT ROWID;",
-            )
-            .map_err(sqlite)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        match check_schema(&conn, path)? {
+            // Only a new or an older database is written to on open, so
+            // opening a current one that another process is writing does not
+            // wait for its lock.
+            Schema::Empty => {
+                conn.execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS embeddings (
+                         hash     BLOB NOT NULL,
+                         embedder TEXT NOT NULL,
+                         width    INTEGER NOT NULL,
+                         height   INTEGER NOT NULL,
+                         vector   BLOB NOT NULL,
+                         PRIMARY KEY (hash, embedder)
+                     ) WITHOUT ROWID;
+                     {CREATE_LOOKS}"
+                ))
                 .map_err(sqlite)?;
+                conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                    .map_err(sqlite)?;
+            }
+            // Schema 1 lacks the looks: add the table, keep every vector. One
+            // transaction, so a killed migration leaves schema 1 as it was; a
+            // busy database is read as schema 1 (see `open`).
+            Schema::Old(1) => conn
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {CREATE_LOOKS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(sqlite)?,
+            Schema::Old(_) | Schema::Current => {}
         }
         Ok(Self {
             conn,
             path: path.to_path_buf(),
             read_only: false,
+            has_looks: true,
         })
     }
 
@@ -187,7 +216,8 @@ impl EmbeddingCache {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
         conn.busy_timeout(busy_timeout).map_err(sqlite)?;
-        if check_schema(&conn, path)? == Schema::Empty {
+        let schema = check_schema(&conn, path)?;
+        if schema == Schema::Empty {
             return Err(CacheError::Busy {
                 path: path.to_path_buf(),
             });
@@ -196,6 +226,7 @@ impl EmbeddingCache {
             conn,
             path: path.to_path_buf(),
             read_only: true,
+            has_looks: schema == Schema::Current,
         })
     }
 
@@ -249,6 +280,57 @@ impl EmbeddingCache {
             }
         }
         Ok(found)
+    }
+
+    /// The looks stored for these hashes; missing (or unreadable) ones are
+    /// absent from the map.
+    pub fn get_looks(
+        &self,
+        hashes: &[ContentHash],
+    ) -> Result<HashMap<ContentHash, ImageLooks>, CacheError> {
+        let mut found = HashMap::new();
+        if !self.has_looks {
+            return Ok(found);
+        }
+        let sqlite = |e| CacheError::from_sqlite(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT looks FROM looks WHERE hash = ?1")
+            .map_err(sqlite)?;
+        for hash in hashes {
+            match stmt.query_row(params![&hash.0[..]], |row| row.get::<_, Vec<u8>>(0)) {
+                // A row of another layout is treated as missing and rewritten.
+                Ok(blob) => {
+                    if let Some(looks) = ImageLooks::from_bytes(&blob) {
+                        found.insert(*hash, looks);
+                    }
+                }
+                Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                Err(e) => return Err(sqlite(e)),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Stores looks in one transaction (nothing when read-only).
+    pub fn put_looks(&mut self, items: &[(ContentHash, &ImageLooks)]) -> Result<(), CacheError> {
+        if self.read_only || !self.has_looks || items.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sqlite = |e| CacheError::from_sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO looks (hash, looks) VALUES (?1, ?2)")
+                .map_err(sqlite)?;
+            for (hash, looks) in items {
+                stmt.execute(params![&hash.0[..], looks.to_bytes()])
+                    .map_err(sqlite)?;
+            }
+        }
+        tx.commit().map_err(sqlite)?;
+        Ok(())
     }
 
     /// Whether this run's vectors are stored (false while another process
@@ -312,6 +394,8 @@ impl EmbeddingCache {
 enum Schema {
     /// A new database: no tables yet.
     Empty,
+    /// Made by an older embedscope: migrated on open.
+    Old(i64),
     Current,
 }
 
@@ -337,6 +421,9 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<Schema, CacheError> {
     }
     if tables == 0 {
         return Ok(Schema::Empty);
+    }
+    if version == 1 {
+        return Ok(Schema::Old(version));
     }
     if version != SCHEMA_VERSION {
         return Err(CacheError::Corrupt {
@@ -402,6 +489,94 @@ mod tests {
         // A different dimension is a miss, not garbage.
         assert!(cache.get_many("e1", 3, &[hash(1)]).unwrap().is_empty());
         assert_eq!(cache.count("e1").unwrap(), 2);
+    }
+
+    fn looks() -> ImageLooks {
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 200) as u8])
+        }));
+        ImageLooks::of(&img)
+    }
+
+    #[test]
+    fn looks_round_trip_by_hash_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        let (mut cache, _) = EmbeddingCache::open(&path).unwrap();
+        let l = looks();
+        cache.put_looks(&[(hash(1), &l)]).unwrap();
+        drop(cache);
+        let (cache, _) = EmbeddingCache::open(&path).unwrap();
+        let got = cache.get_looks(&[hash(1), hash(2)]).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[&hash(1)], l);
+    }
+
+    /// The table layout embedscope wrote before the looks were kept.
+    fn schema_one(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE embeddings (
+                 hash BLOB NOT NULL, embedder TEXT NOT NULL, width INTEGER NOT NULL,
+                 height INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (hash, embedder)
+             ) WITHOUT ROWID;
+             INSERT INTO embeddings VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 'e', 3, 4, x'0000803f');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_schema_one_cache_is_migrated_in_place_keeping_its_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        schema_one(&path);
+        let (mut cache, warning) = EmbeddingCache::open(&path).unwrap();
+        assert!(warning.is_none(), "{warning:?}");
+        let got = cache.get_many("e", 1, &[hash(1)]).unwrap();
+        assert_eq!(got[&hash(1)].vector, vec![1.0]);
+        // The old rows have no looks: the run recomputes and stores them.
+        assert!(cache.get_looks(&[hash(1)]).unwrap().is_empty());
+        cache.put_looks(&[(hash(1), &looks())]).unwrap();
+        assert_eq!(cache.get_looks(&[hash(1)]).unwrap().len(), 1);
+        drop(cache);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+    }
+
+    #[test]
+    fn a_busy_schema_one_cache_is_read_without_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.sqlite");
+        schema_one(&path);
+        // Another (older) embedscope in the middle of writing a batch.
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO embeddings VALUES (x'00', 'e', 1, 1, x'0000803f');",
+            )
+            .unwrap();
+        let short = std::time::Duration::from_millis(50);
+        let (mut cache, warning) = EmbeddingCache::open_with_timeout(&path, short).unwrap();
+        assert!(warning.unwrap().contains("busy"));
+        assert_eq!(cache.get_many("e", 1, &[hash(1)]).unwrap().len(), 1);
+        assert!(cache.get_looks(&[hash(1)]).unwrap().is_empty());
+        cache.put_looks(&[(hash(1), &looks())]).unwrap();
+        writer.execute_batch("COMMIT").unwrap();
+        drop(cache);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 1, "left as it was while busy");
     }
 
     #[test]

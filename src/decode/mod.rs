@@ -5,10 +5,18 @@
 //! against [`DecodeLimits`] before any pixel buffer is allocated, so a PNG that
 //! claims to be 60000×60000 is refused, not allocated.
 
+pub mod grey;
+pub mod phash;
+pub mod quality;
+
 use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
+
+use grey::GreyThumbnail;
+use phash::{Fingerprint, PerceptualHash};
+use quality::ImageStats;
 
 /// Why a file is not in the map. `Display` is the sentence shown to the user;
 /// [`SkipReason::kind`] groups similar reasons for counts.
@@ -85,6 +93,76 @@ impl Thumbnail {
             height: small.height(),
             rgba: small.into_raw(),
         }
+    }
+}
+
+/// What an image looks like, beyond its embedding: the perceptual
+/// fingerprint the duplicate stage compares and the statistics the quality
+/// flags come from. Made from one grey thumbnail while the image is decoded
+/// for its embedding, whatever the embedder, and kept in the embedding cache
+/// (it depends on the bytes only), so a cached run has it without decoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageLooks {
+    pub fingerprint: Fingerprint,
+    pub stats: ImageStats,
+}
+
+/// First byte of [`ImageLooks::to_bytes`]: a layout change makes old rows
+/// unreadable (recomputed), never misread.
+const LOOKS_FORMAT: u8 = 1;
+const LOOKS_BYTES: usize = 1 + 8 + 4 * 2 + 4 * 5 + Fingerprint::SIDE * Fingerprint::SIDE;
+
+impl ImageLooks {
+    pub fn of(image: &DynamicImage) -> Self {
+        let thumb = GreyThumbnail::of(image);
+        Self {
+            fingerprint: Fingerprint::of_thumbnail(&thumb),
+            stats: ImageStats::of_thumbnail(&thumb),
+        }
+    }
+
+    /// The cache's row: format byte, hash, size, statistics (sharpness NaN
+    /// when there is none), the 32×32 grey square; little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let s = &self.stats;
+        let mut out = Vec::with_capacity(LOOKS_BYTES);
+        out.push(LOOKS_FORMAT);
+        out.extend_from_slice(&self.fingerprint.hash.0.to_le_bytes());
+        out.extend_from_slice(&s.width.to_le_bytes());
+        out.extend_from_slice(&s.height.to_le_bytes());
+        for v in [s.mean, s.std, s.p05, s.p99, s.sharpness.unwrap_or(f32::NAN)] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.fingerprint.grey[..]);
+        out
+    }
+
+    /// `None` for a row of another format or length (it is then recomputed).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != LOOKS_BYTES || bytes[0] != LOOKS_FORMAT {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let f32_at = |at: usize| f32::from_bits(u32_at(at));
+        let hash = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        let sharpness = f32_at(33);
+        let mut grey = Box::new([0u8; Fingerprint::SIDE * Fingerprint::SIDE]);
+        grey.copy_from_slice(&bytes[37..]);
+        Some(Self {
+            fingerprint: Fingerprint {
+                hash: PerceptualHash(hash),
+                grey,
+            },
+            stats: ImageStats {
+                width: u32_at(9),
+                height: u32_at(13),
+                mean: f32_at(17),
+                std: f32_at(21),
+                p05: f32_at(25),
+                p99: f32_at(29),
+                sharpness: (!sharpness.is_nan()).then_some(sharpness),
+            },
+        })
     }
 }
 
@@ -291,6 +369,29 @@ mod tests {
         let img = DynamicImage::ImageRgb8(ImageBuffer::from_pixel(5, 3, Rgb([10, 20, 30])));
         let decoded = decode(&png_bytes(&img), &DecodeLimits::default()).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (5, 3));
+    }
+
+    #[test]
+    fn looks_round_trip_through_bytes_and_refuse_other_layouts() {
+        let img = DynamicImage::ImageRgb8(ImageBuffer::from_fn(90, 60, |x, y| {
+            Rgb([(x * 3) as u8, (y * 4) as u8, ((x * y) % 251) as u8])
+        }));
+        let looks = ImageLooks::of(&img);
+        assert_eq!((looks.stats.width, looks.stats.height), (90, 60));
+        let bytes = looks.to_bytes();
+        assert_eq!(ImageLooks::from_bytes(&bytes), Some(looks.clone()));
+        // A flat image has no sharpness: the None survives the NaN encoding.
+        let flat = ImageLooks::of(&DynamicImage::ImageRgb8(ImageBuffer::from_pixel(
+            9,
+            9,
+            Rgb([5, 5, 5]),
+        )));
+        assert_eq!(flat.stats.sharpness, None);
+        assert_eq!(ImageLooks::from_bytes(&flat.to_bytes()), Some(flat));
+        let mut other = bytes.clone();
+        other[0] = LOOKS_FORMAT + 1;
+        assert_eq!(ImageLooks::from_bytes(&other), None);
+        assert_eq!(ImageLooks::from_bytes(&bytes[..bytes.len() - 1]), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::analyze::DuplicateGroup;
+use crate::analyze::{DuplicateGroup, DuplicateReason};
 use crate::pipeline::ImageRecord;
 
 /// The member of `group` to keep: the most pixels, then the shortest path,
@@ -27,14 +27,47 @@ pub fn keeper(group: &DuplicateGroup, images: &[ImageRecord]) -> usize {
         .expect("a group has members")
 }
 
-/// One row per member: group, exact, the group's weakest cosine, path, keep.
+/// Why `member` is in its group, for the row of a file: its link to the
+/// keeper when that is direct, else its strongest direct link (same bytes,
+/// then cosine, then hash distance, then aligned detail), else chained.
+pub fn member_reason(group: &DuplicateGroup, member: usize, keep: usize) -> DuplicateReason {
+    let rank = |r: &DuplicateReason| match r {
+        DuplicateReason::SameBytes => 0,
+        DuplicateReason::Cosine { .. } => 1,
+        DuplicateReason::HashDistance { .. } => 2,
+        DuplicateReason::AlignedDetail { .. } => 3,
+        DuplicateReason::Chained => 4,
+    };
+    let with_member = || {
+        group
+            .pairs
+            .iter()
+            .filter(move |p| p.a == member || p.b == member)
+    };
+    let to_keeper = with_member()
+        .find(|p| member != keep && (p.a == keep || p.b == keep))
+        .map(|p| p.reason)
+        .filter(|r| *r != DuplicateReason::Chained);
+    to_keeper.unwrap_or_else(|| {
+        with_member()
+            .min_by(|x, y| {
+                rank(&x.reason)
+                    .cmp(&rank(&y.reason))
+                    .then(y.cosine.total_cmp(&x.cosine))
+            })
+            .map_or(DuplicateReason::Chained, |p| p.reason)
+    })
+}
+
+/// One row per member: group, exact, the group's weakest cosine, path, keep,
+/// and why the member is in the group ([`member_reason`]).
 pub fn write_csv(
     groups: &[DuplicateGroup],
     images: &[ImageRecord],
     w: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(["group", "exact", "weakest_cosine", "path", "keep"])?;
+    csv.write_record(["group", "exact", "weakest_cosine", "path", "keep", "reason"])?;
     for g in groups {
         let keep = keeper(g, images);
         for &m in &g.members {
@@ -44,6 +77,7 @@ pub fn write_csv(
                 format!("{:.4}", g.weakest.cosine),
                 images[m].relative.clone(),
                 (m == keep).to_string(),
+                member_reason(g, m, keep).to_string(),
             ])?;
         }
     }
@@ -66,6 +100,13 @@ pub fn write_json(
                 "weakest_cosine": g.weakest.cosine,
                 "keep": images[keeper(g, images)].relative,
                 "paths": g.members.iter().map(|&m| &images[m].relative).collect::<Vec<_>>(),
+                "pairs": g.pairs.iter().map(|p| json!({
+                    "a": images[p.a].relative,
+                    "b": images[p.b].relative,
+                    "cosine": p.cosine,
+                    "reason": p.reason,
+                    "reason_text": p.reason.to_string(),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -141,10 +182,27 @@ mod tests {
                 b: members[1],
                 cosine: 0.991,
                 identical: false,
+                reason: DuplicateReason::Cosine { cosine: 0.991 },
             },
+            pairs: members
+                .iter()
+                .enumerate()
+                .flat_map(|(x, &a)| members[x + 1..].iter().map(move |&b| (a, b)))
+                .map(|(a, b)| DuplicatePair {
+                    a,
+                    b,
+                    cosine: 0.5,
+                    identical: false,
+                    // The first two look alike; the rest are chained.
+                    reason: if (a, b) == (members[0], members[1]) {
+                        DuplicateReason::HashDistance { distance: 3 }
+                    } else {
+                        DuplicateReason::Chained
+                    },
+                })
+                .collect(),
             members,
             exact: false,
-            pairs: vec![],
         }
     }
 
@@ -168,10 +226,14 @@ mod tests {
         write_csv(&groups, &images, &mut csv).unwrap();
         let csv = String::from_utf8(csv).unwrap();
         assert!(
-            csv.contains("0,false,0.9910,\"a/big, copy.png\",false"),
+            csv.contains("0,false,0.9910,\"a/big, copy.png\",false,hash distance 3"),
             "{csv}"
         );
-        assert!(csv.contains("b/x.png,true"));
+        assert!(csv.contains("a/small.png,false,hash distance 3"), "{csv}");
+        assert!(
+            csv.contains("b/x.png,true,linked through other members"),
+            "{csv}"
+        );
     }
 
     #[test]
@@ -195,5 +257,10 @@ mod tests {
         export(ExportKind::Json, &path, data.path(), &groups, &images, 0.98).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v["groups"][0]["paths"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["groups"][0]["pairs"][0]["reason"]["kind"],
+            "hash_distance"
+        );
+        assert_eq!(v["groups"][0]["pairs"][0]["reason_text"], "hash distance 3");
     }
 }

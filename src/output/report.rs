@@ -15,6 +15,8 @@ pub fn build_report(analysis: &Analysis) -> Value {
             "b": path(p.b),
             "cosine": p.cosine,
             "identical_bytes": p.identical,
+            "reason": p.reason,
+            "reason_text": p.reason.to_string(),
         })
     };
     let duplicate_groups: Vec<Value> = analysis
@@ -75,6 +77,14 @@ pub fn build_report(analysis: &Analysis) -> Value {
         "source": source_report(folder),
         "warnings": folder.warnings,
         "duplicate_groups": duplicate_groups,
+        "duplicate_evidence": {
+            "perceptual_used": analysis.perceptual.gate.open,
+            "perceptual_note": analysis.perceptual.gate.reason,
+            "hash_crowding": analysis.perceptual.gate.crowding,
+            "crowded_images_left_out": analysis.perceptual.gate.crowded_images,
+            "candidate_pairs": analysis.perceptual.candidates,
+            "perceptual_pairs": analysis.perceptual.links.len(),
+        },
         "clusters": clusters,
         "issues": issues,
         "parameters": {
@@ -180,9 +190,23 @@ fn issues_report(analysis: &Analysis) -> Value {
             .collect();
         quality.insert(
             flag.name().to_owned(),
-            json!({ "count": images.len(), "images": images.iter().take(RANKED_LIMIT).collect::<Vec<_>>() }),
+            json!({
+                "count": images.len(),
+                "meaning": flag.help(),
+                "images": images.iter().take(RANKED_LIMIT).collect::<Vec<_>>(),
+            }),
         );
     }
+    let looked_at = folder.looks.iter().filter(|l| l.is_some()).count();
+    quality.insert("images_looked_at".to_owned(), json!(looked_at));
+    quality.insert(
+        "images_flagged".to_owned(),
+        json!(c.flags.iter().filter(|f| !f.is_empty()).count()),
+    );
+    quality.insert(
+        "thresholds".to_owned(),
+        json!(crate::decode::quality::QualityThresholds::default()),
+    );
     json!({
         "label_issues": label_issues,
         "outliers": outliers,

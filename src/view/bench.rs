@@ -206,6 +206,7 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
             source_kind: crate::source::SourceKind::Unknown,
             images,
             embeddings: Embeddings::new(n, 1, vec![1.0; n]),
+            looks: Vec::new(),
             labels: Default::default(),
             thumbnail_store: store_path,
             embedder_id: "synthetic".into(),
@@ -240,6 +241,7 @@ pub fn synthetic_analysis(n: usize, thumbnails: bool, seed: u64) -> Analysis {
         duplicate_labels: vec![-1; n],
         duplicates: Vec::new(),
         duplicate_threshold: 0.98,
+        perceptual: crate::analyze::PerceptualEvidence::none("synthetic points (benchmark)"),
         curation: crate::analyze::Curation {
             flags: vec![Vec::new(); n],
             ..Default::default()

@@ -11,6 +11,7 @@ mod clip;
 mod fetch_protocol;
 #[cfg(feature = "clip")]
 mod fetch_support;
+mod looks;
 mod pipeline;
 mod support;
 #[cfg(feature = "viewer")]

@@ -85,6 +85,7 @@ impl Regroup {
                     &a.folder.embeddings,
                     &a.knn,
                     &hashes,
+                    &a.perceptual,
                     threshold,
                 );
                 Ok(Duplicates {
