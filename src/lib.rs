@@ -21,10 +21,10 @@ pub mod progress;
 pub mod reduce;
 pub mod rng;
 pub mod scan;
-pub mod simd;
-pub mod source;
 #[cfg(feature = "clip")]
 pub mod search;
+pub mod simd;
+pub mod source;
 #[cfg(feature = "viewer")]
 pub mod view;
 

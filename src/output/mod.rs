@@ -201,7 +201,12 @@ fn write_points_csv(analysis: &Analysis, w: &mut dyn Write) -> anyhow::Result<()
         metadata,
     );
     let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(POINT_COLUMNS.iter().copied().chain(names.iter().map(String::as_str)))?;
+    csv.write_record(
+        POINT_COLUMNS
+            .iter()
+            .copied()
+            .chain(names.iter().map(String::as_str)),
+    )?;
     for i in 0..analysis.folder.images.len() {
         let extra = metadata.iter().map(|m| m.values.text(i));
         csv.write_record(point_row(analysis, i).into_iter().chain(extra))?;

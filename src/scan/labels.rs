@@ -107,23 +107,18 @@ pub fn resolve_for_table(
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let column = match source {
         LabelSource::Off | LabelSource::Csv(_) => return resolve(source, &ids),
-        LabelSource::Column(name) => Some(
-            columns
-                .iter()
-                .find(|c| &c.name == name)
-                .with_context(|| {
-                    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                    format!(
-                        "--label-column {name}: the source has no such column (its columns: {})",
-                        names.join(", ")
-                    )
-                })?,
-        ),
-        LabelSource::Folders => LABEL_COLUMN_NAMES.iter().find_map(|wanted| {
-            columns
-                .iter()
-                .find(|c| c.name.eq_ignore_ascii_case(wanted))
-        }),
+        LabelSource::Column(name) => {
+            Some(columns.iter().find(|c| &c.name == name).with_context(|| {
+                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                format!(
+                    "--label-column {name}: the source has no such column (its columns: {})",
+                    names.join(", ")
+                )
+            })?)
+        }
+        LabelSource::Folders => LABEL_COLUMN_NAMES
+            .iter()
+            .find_map(|wanted| columns.iter().find(|c| c.name.eq_ignore_ascii_case(wanted))),
     };
     let Some(column) = column else {
         return Ok(ResolvedLabels {

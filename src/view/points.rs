@@ -46,10 +46,10 @@ use bevy::render::{
 };
 use bevy::shader::Shader;
 
+use super::colour::LookInputs;
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::spatial::DiscBounds;
-use super::colour::LookInputs;
 use super::state::ViewState;
 
 const SHADER: Handle<Shader> = uuid_handle!("5d0a3c2e-8f4b-4c1e-9a57-2b9c6e1f7d31");

@@ -468,14 +468,11 @@ fn run_script(
         return;
     }
     if time.elapsed_secs_f64() > GIVE_UP_SECONDS {
-        fail(
-            &mut script,
-            &mut exit,
-            format!(
-                "the scripted run was still at {:?} after {GIVE_UP_SECONDS} s; giving up",
-                script.steps.front()
-            ),
+        let message = format!(
+            "the scripted run was still at {:?} after {GIVE_UP_SECONDS} s; giving up",
+            script.steps.front()
         );
+        fail(&mut script, &mut exit, message);
         return;
     }
     if let Some(batch) = script.inputs.pop_front() {

@@ -1029,8 +1029,9 @@ mod tests {
         let c = cells.allocate(hash(3), s, 3).unwrap();
         assert_eq!([a.0, b.0, c.0], [0, 1, 2]);
         // Asking again for a resident one gives its cell.
-        assert_eq!(cells.allocate(hash(2), s, 3), Some(b));
-        // Full: the least recently used (1, drawn in frame 1) goes.
+        assert_eq!(cells.allocate(hash(2), s, 4), Some(b));
+        // Full: the least recently used goes: 1 and 2 are drawn in frame 4,
+        // 3 last in frame 3.
         cells.touch(&hash(1), 4);
         let d = cells.allocate(hash(4), s, 4).unwrap();
         assert_eq!(d, c, "hash 3 was used longest ago");

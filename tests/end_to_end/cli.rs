@@ -1,6 +1,5 @@
 //! The `embedscope` command: its files, messages and exit codes.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::support::*;
@@ -199,7 +198,7 @@ fn cli_opens_the_viewer_without_taking_subcommand_names_for_folders() {
     let help = embedscope(&["--help"], work.path());
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success());
-    for word in ["analyze", "bench", "view", "install-desktop", "[FOLDER]"] {
+    for word in ["analyze", "bench", "view", "install-desktop", "[SOURCE]"] {
         assert!(text.contains(word), "{word} missing from:\n{text}");
     }
     // A missing folder is refused before any window opens, with advice.
@@ -256,7 +255,11 @@ fn cli_reads_parquet_embeddings_and_writes_points_parquet_that_reads_back() {
     );
     let mut csv = csv::Reader::from_path(out.join("points.csv")).unwrap();
     let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(headers.last().map(String::as_str), Some("idx"), "{headers:?}");
+    assert_eq!(
+        headers.last().map(String::as_str),
+        Some("idx"),
+        "{headers:?}"
+    );
     let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 100);
     assert!(out.join("points.parquet").is_file());
@@ -287,7 +290,10 @@ fn cli_reads_parquet_embeddings_and_writes_points_parquet_that_reads_back() {
     let mut csv = csv::Reader::from_path(again.join("points.csv")).unwrap();
     let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
     for wanted in ["source_x", "source_cluster", "idx"] {
-        assert!(headers.iter().any(|h| h == wanted), "{wanted} in {headers:?}");
+        assert!(
+            headers.iter().any(|h| h == wanted),
+            "{wanted} in {headers:?}"
+        );
     }
     let first: Vec<csv::StringRecord> = csv::Reader::from_path(out.join("points.csv"))
         .unwrap()

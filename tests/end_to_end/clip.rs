@@ -1,7 +1,5 @@
 //! CLIP from the command line on the committed fixtures.
 
-use std::path::Path;
-
 use crate::support::*;
 
 /// `analyze --model` on image files gives Hugging Face's embeddings; the second

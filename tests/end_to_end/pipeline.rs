@@ -1,14 +1,12 @@
 //! The library pipeline on real MNIST digits, hostile files and planted
 //! duplicates: quality, reproducibility, tiny inputs, cancellation, the cache.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::collections::HashMap;
 
 use embedscope::analyze::DuplicateGroup;
-use embedscope::pipeline::{AnalyzeOptions, CacheMode, analyze};
+use embedscope::pipeline::analyze;
 use embedscope::progress::{CancelToken, NoProgress, is_cancelled};
 use embedscope::reduce::ReducerKind;
-use image::{DynamicImage, ImageFormat};
 
 use crate::support::*;
 

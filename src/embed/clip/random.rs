@@ -3,7 +3,6 @@
 //! be downloaded (a GPU box without internet, CI). Speed does not depend on
 //! the values; the shapes are the real ones.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;

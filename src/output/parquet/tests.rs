@@ -384,7 +384,8 @@ fn round_trip_through_pyarrow_when_available() {
         eprintln!("EMBEDSCOPE_PYTHON not set: pyarrow check skipped");
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet/check_points_parquet.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parquet/check_points_parquet.py");
     let status = std::process::Command::new(python)
         .arg(&script)
         .arg(&out)

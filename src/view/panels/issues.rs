@@ -191,8 +191,8 @@ fn label_issues(ui: &mut egui::Ui, cx: &mut Cx, a: &Arc<Analysis>, facts: &Facts
         ui,
         &format!(
             "{flagged} flagged (score ≥ {LABEL_ISSUE_FLAG}) of {} labelled ({}). The score is the \
-             share of the nearest neighbours' vote that goes to other labels; caption: given → \
-             suggested, score.",
+             probability that the given label is wrong, from how much closer another label's \
+             images are; caption: given -> suggested, score.",
             facts.label_issue_rank.len(),
             labels.origin
         ),
@@ -213,7 +213,7 @@ fn label_issues(ui: &mut egui::Ui, cx: &mut Cx, a: &Arc<Analysis>, facts: &Facts
             (
                 i,
                 format!(
-                    "{}→{} {:.2}",
+                    "{}->{} {:.2}",
                     name(facts.given[i]),
                     name(facts.suggested[i]),
                     facts.label_issue[i]

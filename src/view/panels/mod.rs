@@ -181,7 +181,7 @@ fn section<R>(
 }
 
 /// What a section sees and may change.
-struct Cx<'a, 'w> {
+struct Cx<'a, 'w, 'm> {
     pub ctx: &'a egui::Context,
     pub dataset: &'a Dataset,
     pub facts: Option<&'a Facts>,
@@ -202,10 +202,10 @@ struct Cx<'a, 'w> {
     pub ui: &'a mut PanelUi,
     pub orbit: &'a Orbit,
     pub goal: &'a mut OrbitGoal,
-    pub open: &'a mut MessageWriter<'w, OpenFolder>,
+    pub open: &'a mut MessageWriter<'m, OpenFolder>,
 }
 
-impl Cx<'_, '_> {
+impl Cx<'_, '_, '_> {
     /// Focuses image `i` and flies the camera to it.
     pub fn fly_to(&mut self, i: usize) {
         self.view.selected = Some(i);

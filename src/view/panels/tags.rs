@@ -125,7 +125,7 @@ fn exports(ui: &mut egui::Ui, cx: &mut Cx, a: &Arc<Analysis>) {
                     ui.selectable_value(tag, name.clone(), name);
                 }
             });
-        ui.label("→");
+        ui.label("->");
         ui.add(
             egui::TextEdit::singleline(label)
                 .hint_text("7")

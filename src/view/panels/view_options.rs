@@ -119,7 +119,9 @@ fn legend(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
             });
         }
         ColorBy::LabelIssue => {
-            ui.label("How likely the given label is wrong (how much closer another label's images are):");
+            ui.label(
+                "How likely the given label is wrong (how much closer another label's images are):",
+            );
             colour_bar(ui, "0", "1");
             ui.horizontal(|ui| {
                 swatch(ui, NO_VALUE);
