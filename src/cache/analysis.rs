@@ -199,7 +199,7 @@ fn trim(dir: &Path) {
     if files.len() <= KEPT {
         return;
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, path) in files.into_iter().skip(KEPT) {
         let _ = std::fs::remove_file(path);
     }

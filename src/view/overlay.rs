@@ -95,6 +95,10 @@ pub fn emphasis_style(e: &Emphasis, base: &Style, billboarded: bool, scale: f32)
     }
 }
 
+/// What the overlay was built from: the emphasised points, the base cloud's
+/// position and style generations, the billboards' generation, the scale.
+type OverlayKey = (Vec<Emphasis>, u64, u64, u64, f32);
+
 fn build_overlay(
     state: Res<ViewState>,
     positions: Res<Positions>,
@@ -102,7 +106,7 @@ fn build_overlay(
     window: Single<&Window, With<PrimaryWindow>>,
     base: Single<&PointCloud, (With<BaseCloud>, Without<OverlayCloud>)>,
     mut overlay: Single<&mut PointCloud, With<OverlayCloud>>,
-    mut built_for: Local<Option<(Vec<Emphasis>, u64, u64, u64, f32)>>,
+    mut built_for: Local<Option<OverlayKey>>,
 ) {
     let wanted = emphasised(&state);
     let scale = window.scale_factor();

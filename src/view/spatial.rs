@@ -448,6 +448,9 @@ fn sizing_bounds(points: &[Vec3]) -> (Vec3, Vec3) {
 
 #[cfg(test)]
 mod tests {
+    /// A visitor of (index, screen position, depth) that can stop the walk.
+    type Visit<'a> = &'a mut dyn FnMut(usize, Vec2, f32) -> ControlFlow<()>;
+
     use super::super::picking::pick;
     use super::*;
     use crate::rng::Rng;
@@ -553,7 +556,7 @@ mod tests {
             Vec3::new(-9.0, 2.0, -3.0),
         ] {
             let p = projector(eye, Vec3::ZERO);
-            let collect = |walk: &dyn Fn(&mut dyn FnMut(usize, Vec2, f32) -> ControlFlow<()>)| {
+            let collect = |walk: &dyn Fn(Visit)| {
                 let mut seen = Vec::new();
                 walk(&mut |i, _, d| {
                     seen.push((i, d));

@@ -311,12 +311,12 @@ fn side_panel(
             drag: edits.drag.bypass_change_detection(),
             duplicates: &edits.duplicates,
             settings: edits.settings.bypass_change_detection(),
-            tags: &mut *edits.tags,
-            exports: &mut *edits.exports,
+            tags: &mut edits.tags,
+            exports: &mut edits.exports,
             jobs: &mut jobs,
             ui: &mut panel_ui,
             orbit,
-            goal: &mut **goal,
+            goal,
             open: &mut open,
         };
         egui::Panel::right("embedscope-side")
