@@ -16,7 +16,8 @@
 # Knobs (for a smoke run on a machine without a GPU, where wgpu falls back to
 # Mesa's lavapipe and everything is ~1000x slower):
 #   BATCHES=64,128  SECONDS_PER=10  COPIES=1  DEVICE=gpu  PROFILE=release
-# e.g.  BATCHES=2 SECONDS_PER=1 COPIES=0 PROFILE=dev benches/gpu_check.sh
+#   SMOKE=1: step 3 on 20 digits and the fixtures' photos only
+# e.g.  SMOKE=1 BATCHES=2 SECONDS_PER=1 COPIES=0 PROFILE=dev benches/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-/tmp/gpu-check}}"
@@ -25,6 +26,7 @@ SECONDS_PER="${SECONDS_PER:-10}"
 COPIES="${COPIES:-1}"
 DEVICE="${DEVICE:-gpu}"
 PROFILE="${PROFILE:-release}"
+SMOKE="${SMOKE:-0}"
 mkdir -p "$OUT"
 REPORT="$OUT/gpu_report.md"
 LOG="$OUT/gpu_check.log"
@@ -101,10 +103,20 @@ IMAGES="$OUT/images"
 rm -rf "$IMAGES"; mkdir -p "$IMAGES"
 # 2,000 MNIST digits and the CLIP fixtures' photos and drawings, copied
 # COPIES times more under other names (no embedding cache: all are embedded).
-cp -r assets/mnist-2k "$IMAGES/mnist"
-for c in $(seq 1 "$COPIES"); do cp -r assets/mnist-2k "$IMAGES/mnist-copy$c"; done
+PHOTO_ROUNDS=$(( 125 * (COPIES + 1) ))
+if [ "$SMOKE" = 1 ]; then
+  # A smoke run where wgpu is software: 2 digits of each class, photos once.
+  for d in assets/mnist-2k/*/; do
+    mkdir -p "$IMAGES/mnist/$(basename "$d")"
+    ls "$d" | sort | head -2 | while read -r f; do cp "$d$f" "$IMAGES/mnist/$(basename "$d")/"; done
+  done
+  PHOTO_ROUNDS=1
+else
+  cp -r assets/mnist-2k "$IMAGES/mnist"
+  for c in $(seq 1 "$COPIES"); do cp -r assets/mnist-2k "$IMAGES/mnist-copy$c"; done
+fi
 mkdir -p "$IMAGES/photos"
-for i in $(seq 1 $(( 125 * (COPIES + 1) ))); do
+for i in $(seq 1 "$PHOTO_ROUNDS"); do
   for f in tests/fixtures/clip/images/*; do cp "$f" "$IMAGES/photos/${i}_$(basename "$f")"; done
 done
 count=$(find "$IMAGES" -type f | wc -l)

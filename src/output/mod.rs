@@ -283,9 +283,17 @@ pub fn write_atomically(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".embedscope-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".embedscope-").suffix(".tmp");
+    // A temporary file is private (0600); the outputs are ordinary files that
+    // others on the machine may read, as any file the user creates (the umask
+    // still applies).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let tmp = builder
         .tempfile_in(dir)
         .with_context(|| format!("cannot write into {}", dir.display()))?;
     let mut buffered = std::io::BufWriter::new(tmp);
@@ -314,6 +322,17 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_are_readable_by_others_not_private_like_a_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("points.csv");
+        write_atomically(&path, |w| Ok(w.write_all(b"path\n")?)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
     }
 
     #[test]
