@@ -254,6 +254,14 @@ impl Facts {
         (self.outlier[i] - lo) / (hi - lo).max(1e-12)
     }
 
+    /// Image `i`'s given label is more likely wrong than right, and another
+    /// label is suggested (the score is at or above the flag threshold).
+    pub fn suggests_another(&self, i: usize) -> bool {
+        self.suggested[i] >= 0
+            && self.suggested[i] != self.given[i]
+            && self.label_issue[i] >= crate::analyze::LABEL_ISSUE_FLAG
+    }
+
     /// Whether image `i` passes the issue filter (`duplicate`: its group id
     /// at the panel's threshold, -1 for none).
     pub fn passes(&self, filter: IssueFilter, i: usize, duplicate: i32) -> bool {
@@ -472,9 +480,7 @@ impl<'a> Look<'a> {
             (ColorBy::Suggested, _) => match facts {
                 // Where the neighbours disagree with the given label, the
                 // point shows the label they suggest; the rest stays back.
-                Some(f) if f.suggested[i] >= 0 && f.suggested[i] != f.given[i] => {
-                    (palette(f.suggested[i]), false)
-                }
+                Some(f) if f.suggests_another(i) => (palette(f.suggested[i]), false),
                 Some(f) => (palette(f.given[i]), true),
                 None => (NO_VALUE, false),
             },

@@ -95,15 +95,12 @@ fn legend(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
         }
         ColorBy::Label | ColorBy::Suggested => {
             if cx.view.color_by == ColorBy::Suggested {
-                let differs = facts.map(|f| {
-                    (0..f.len())
-                        .filter(|&i| f.suggested[i] >= 0 && f.suggested[i] != f.given[i])
-                        .count()
-                });
+                let differs =
+                    facts.map(|f| (0..f.len()).filter(|&i| f.suggests_another(i)).count());
                 ui.add(
                     egui::Label::new(format!(
-                        "Bright: images whose neighbours suggest another label ({}), in the colour \
-                         of that label. Dim: the neighbours agree.",
+                        "Bright: images whose label is more likely wrong than right ({}), in the \
+                         colour of the suggested label. Dim: the given label holds.",
                         differs.map_or("…".to_owned(), |d| d.to_string())
                     ))
                     .wrap(),
