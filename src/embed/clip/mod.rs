@@ -469,13 +469,14 @@ pub enum ImageEngine {
 pub enum ImageTower {
     Burn {
         /// Forward passes only read the model; the lock is there because
-        /// Burn's modules are not `Sync`.
-        model: Mutex<ClipVision>,
+        /// Burn's modules are not `Sync`. Both variants are boxed: the
+        /// structs are 0.5–1 kB.
+        model: Box<Mutex<ClipVision>>,
         device: Device,
         description: String,
     },
     Cpu {
-        tower: cpu::CpuVision,
+        tower: Box<cpu::CpuVision>,
         description: String,
     },
 }
@@ -489,7 +490,7 @@ impl ImageTower {
         let model = model_dir.load_vision(&device.device)?;
         if device.is_gpu || engine == ImageEngine::Burn {
             return Ok(Self::Burn {
-                model: Mutex::new(model),
+                model: Box::new(Mutex::new(model)),
                 device: device.device.clone(),
                 description: device.description.clone(),
             });
@@ -501,7 +502,7 @@ impl ImageTower {
             cpu::CpuVision::from_burn(&model, &model_dir.config)
         })?;
         Ok(Self::Cpu {
-            tower,
+            tower: Box::new(tower),
             description: format!(
                 "CPU (embedscope's forward pass on gemm, {} threads)",
                 rayon::current_num_threads()

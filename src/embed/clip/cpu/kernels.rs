@@ -190,14 +190,15 @@ pub(super) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let t = x * LOG2E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
-    // ln 2 split in two so that n·ln2 is exact to f32 precision.
-    let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
+    // ln 2 split in two so that n·ln2 is exact to f32 precision (the first
+    // part is 355/512, exactly the f32 nearest 0.6933594).
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5; // Cephes' 5.0000001e-1, the same f32
     let e_r = p * r * r + r + 1.0;
     // t's bits are 0x4B40_0000 + n; move n + 127 into the exponent field.
     let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
