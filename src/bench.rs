@@ -224,6 +224,9 @@ pub struct ClipBenchOptions {
     pub model: PathBuf,
     pub batches: Vec<usize>,
     pub device: crate::embed::DeviceChoice,
+    /// `Auto`: the forward pass the embedder uses (embedscope's own on the
+    /// CPU); `Burn`: Burn's model, the reference it replaced.
+    pub engine: crate::embed::clip::ImageEngine,
     /// Time each batch size for at least this long (after one warm-up pass).
     pub seconds: f64,
 }
@@ -250,12 +253,12 @@ pub fn clip_bench(
     on_result: &mut dyn FnMut(&ClipBenchResult),
     cancel: &CancelToken,
 ) -> anyhow::Result<Vec<ClipBenchResult>> {
-    use crate::embed::clip::{ComputeDevice, ModelDir, image_features};
+    use crate::embed::clip::{ComputeDevice, ImageTower, ModelDir};
     let dir = ModelDir::open(&options.model)?;
     let device = ComputeDevice::select(options.device)?;
     let started = Instant::now();
-    let model = dir.load_vision(&device.device)?;
-    on_loaded(started.elapsed().as_secs_f64(), &device.description);
+    let tower = ImageTower::load(&dir, &device, options.engine)?;
+    on_loaded(started.elapsed().as_secs_f64(), tower.description());
     let size = dir.preprocess.crop_size as usize;
     let mut rng = crate::rng::Rng::new(7);
     let mut results = Vec::new();
@@ -264,19 +267,19 @@ pub fn clip_bench(
         let inputs: Vec<Vec<f32>> = (0..batch)
             .map(|_| (0..3 * size * size).map(|_| rng.normal_f32()).collect())
             .collect();
-        image_features(&model, &device.device, size, &inputs); // warm-up
+        tower.features(&inputs, size)?; // warm-up
         let (mut runs, mut images) = (0, 0);
         let start = Instant::now();
         while runs < 2 || start.elapsed().as_secs_f64() < options.seconds {
             cancel.check()?;
-            let out = image_features(&model, &device.device, size, &inputs);
+            let out = tower.features(&inputs, size)?;
             anyhow::ensure!(out.len() == batch, "the model returned {} rows", out.len());
             runs += 1;
             images += batch;
         }
         let seconds = start.elapsed().as_secs_f64();
         let result = ClipBenchResult {
-            tool: format!("embedscope (Burn 0.22, {})", device.description),
+            tool: format!("embedscope ({})", tower.description()),
             batch,
             threads: rayon::current_num_threads(),
             images,

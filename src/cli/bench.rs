@@ -93,6 +93,10 @@ pub struct ClipBenchArgs {
     batch: Vec<usize>,
     #[arg(long, value_parser = choice::<embedscope::embed::DeviceChoice>(), default_value = "cpu")]
     device: embedscope::embed::DeviceChoice,
+    /// Time Burn's model even on the CPU (where the embedder runs embedscope's
+    /// own forward pass): the reference, for comparison.
+    #[arg(long)]
+    burn: bool,
     /// Time each batch size for at least this long (after one warm-up pass).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -105,6 +109,11 @@ pub fn run_clip(args: ClipBenchArgs, cancel: &CancelToken) -> anyhow::Result<Exi
         model: args.model,
         batches: args.batch,
         device: args.device,
+        engine: if args.burn {
+            embedscope::embed::clip::ImageEngine::Burn
+        } else {
+            embedscope::embed::clip::ImageEngine::Auto
+        },
         seconds: args.seconds,
     };
     embedscope::bench::clip_bench(

@@ -64,7 +64,8 @@ pub enum DeviceChoice {
     Auto,
     /// wgpu, whatever adapter it finds (even a software one).
     Gpu,
-    /// Burn's CPU backend (flex).
+    /// The CPU: the image tower through embedscope's forward pass on gemm,
+    /// the text tower through Burn's CPU backend (flex).
     Cpu,
 }
 
@@ -83,7 +84,7 @@ impl Choice for DeviceChoice {
         match self {
             DeviceChoice::Auto => "a hardware GPU through wgpu if there is one, else the CPU",
             DeviceChoice::Gpu => "wgpu, whatever adapter it finds (even a software one)",
-            DeviceChoice::Cpu => "the CPU (Burn's flex backend)",
+            DeviceChoice::Cpu => "the CPU (embedscope's own forward pass for the image tower)",
         }
     }
 }
