@@ -25,7 +25,7 @@ pub struct ViewArgs {
     /// How vectors become a 3D layout.
     #[arg(long, value_parser = choice::<ReducerKind>(), default_value = "umap")]
     reducer: ReducerKind,
-    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    /// Make no thumbnails (none made or stored): points only.
     #[arg(long)]
     no_thumbnails: bool,
     /// What the points' colours show.

@@ -60,7 +60,7 @@ pub struct ViewOptions {
     pub zoom: Option<f32>,
     /// Start colouring points by this.
     pub color_by: state::ColorBy,
-    /// Make no thumbnails (saves 16 KB of memory per image): points only.
+    /// Make no thumbnails (none made or stored): points only.
     pub no_thumbnails: bool,
     /// Show a synthetic map instead of a folder and print frame times.
     pub bench: Option<bench::BenchOptions>,
