@@ -230,7 +230,7 @@ def outlier_table(ds, truth, ours, ours_info, args):
 
 def print_table(ds, task, n_p, rows, info):
     print(f"\n### {os.path.basename(os.path.normpath(ds))}: {n_p} planted "
-          f"({'label errors' if task == 'labels' else 'outliers'}), embedscope k={info.get('k')}")
+          f"({'label errors' if task == 'labels' else 'outliers'}), embedscope: the CLI's defaults")
     cols = [c for c in rows[0] if c not in ("method",)]
     for r in rows[1:]:
         cols += [c for c in r if c not in cols and c != "method"]
