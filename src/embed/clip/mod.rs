@@ -717,16 +717,16 @@ mod tests {
     use super::*;
     use crate::decode::{self, DecodeLimits};
 
-    fn fixtures() -> PathBuf {
+    pub(crate) fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip")
     }
 
-    fn expected() -> serde_json::Value {
+    pub(crate) fn expected() -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap())
             .unwrap()
     }
 
-    fn floats(v: &serde_json::Value) -> Vec<f32> {
+    pub(crate) fn floats(v: &serde_json::Value) -> Vec<f32> {
         v.as_array()
             .unwrap()
             .iter()
@@ -735,7 +735,7 @@ mod tests {
     }
 
     /// The data of a little-endian float32 `.npy` of any shape.
-    fn npy_data(path: &Path) -> Vec<f32> {
+    pub(crate) fn npy_data(path: &Path) -> Vec<f32> {
         let bytes = std::fs::read(path).unwrap();
         let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         bytes[10 + header..]
@@ -744,7 +744,7 @@ mod tests {
             .collect()
     }
 
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
             .zip(b)

@@ -628,48 +628,16 @@ fn norm_rows(x: &mut [f32], normed: &mut [f32], d: usize, norm: &Norm, bias: &[f
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
     use burn::tensor::{Device, TensorData};
 
     use super::*;
     use crate::embed::clip::ModelDir;
     use crate::embed::clip::random::VisionPreset;
 
-    fn fixtures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip")
-    }
-
-    fn expected() -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap())
-            .unwrap()
-    }
-
-    fn json_floats(v: &serde_json::Value) -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    }
-
-    /// The data of a little-endian float32 `.npy` of any shape.
-    fn npy_data(path: &Path) -> Vec<f32> {
-        let bytes = std::fs::read(path).unwrap();
-        let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        bytes[10 + header..]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
-
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    // The parity fixtures and their readers are the Burn model's tests'.
+    use crate::embed::clip::tests::{
+        expected, fixtures, floats as json_floats, max_abs_diff, npy_data,
+    };
 
     fn cosine(a: &[f32], b: &[f32]) -> f64 {
         let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
