@@ -247,12 +247,7 @@ fn cli_reads_parquet_embeddings_and_writes_points_parquet_that_reads_back() {
         ],
         work.path(),
     );
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_succeeded(&run);
     let mut csv = csv::Reader::from_path(out.join("points.csv")).unwrap();
     let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
     assert_eq!(
@@ -281,12 +276,7 @@ fn cli_reads_parquet_embeddings_and_writes_points_parquet_that_reads_back() {
         ],
         work.path(),
     );
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_succeeded(&run);
     let mut csv = csv::Reader::from_path(again.join("points.csv")).unwrap();
     let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
     for wanted in ["source_x", "source_cluster", "idx"] {

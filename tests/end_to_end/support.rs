@@ -160,6 +160,16 @@ pub fn embedscope(args: &[&str], cache_dir: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// Fails with the command's output unless it exited with success.
+pub fn assert_succeeded(run: &std::process::Output) {
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 pub fn clip_fixtures() -> PathBuf {
     repo().join("tests/fixtures/clip")
 }
