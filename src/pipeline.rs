@@ -30,11 +30,20 @@ use crate::scan::{self, Skipped};
 use crate::source::{self, ImageLinks, MetadataColumn, ReadOptions, SkippedRow, SourceKind};
 
 /// Neighbours found per image whatever the layout needs: duplicates, label
-/// issues and outliers read them. Measured on MNIST with planted errors
-/// (benches/curation_reference.py): label-issue precision in the top N 0.87
-/// with 15, 0.90 with 30, 0.92 with 50; outliers 0.83, 0.87, 0.89. 30 keeps
-/// the kNN stage cheap at 100k.
-pub const MIN_NEIGHBOURS: usize = 30;
+/// issues and outliers read them. The curation scores were tuned with 50
+/// (`analyze::outliers::NEIGHBOURS`, `analyze::labels::NEIGHBOURS`): on the
+/// planted MNIST sets (benches/curation) outlier precision in the top N is
+/// 0.92 / 0.86 with 50 against 0.88 / 0.86 with 30 at 10k, and 0.84 / 0.83
+/// against 0.78 / 0.76 at 100k. Up to [`FEW_IMAGES`] images the extra
+/// neighbours cost about a second; above, NN-descent's cost grows faster than
+/// k (100k × 784: 22.5 s with 50 against 10.0 s with 30, more than the whole
+/// layout), so large sets get 30.
+pub fn curation_neighbours(n: usize) -> usize {
+    if n <= FEW_IMAGES { 50 } else { 30 }
+}
+
+/// See [`curation_neighbours`].
+pub const FEW_IMAGES: usize = 50_000;
 
 #[derive(Clone, Debug)]
 pub enum CacheMode {
@@ -664,7 +673,7 @@ pub fn analyze_embeddings(
     let k = options
         .reduce
         .neighbours_needed(options.reducer)
-        .max(MIN_NEIGHBOURS);
+        .max(curation_neighbours(e.n));
 
     // The expensive, deterministic half: from the analysis cache when the
     // same embeddings were analysed with the same parameters before.
