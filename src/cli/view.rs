@@ -31,6 +31,10 @@ pub struct ViewArgs {
     /// What the points' colours show.
     #[arg(long, value_parser = choice::<view::state::ColorBy>(), default_value = "cluster")]
     color_by: view::state::ColorBy,
+    /// Colour points by this metadata column of a Parquet source (categories
+    /// get a colour each, numbers a colour map).
+    #[arg(long, value_name = "NAME")]
+    color_column: Option<String>,
     /// Script hook: scale the camera distance once the map is shown.
     #[arg(long, value_name = "F", hide = true)]
     zoom: Option<f32>,
@@ -76,6 +80,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         no_thumbnails: args.no_thumbnails,
         zoom: args.zoom,
         color_by: args.color_by,
+        color_column: args.color_column,
         bench: args.bench_points.map(|points| view::bench::BenchOptions {
             points,
             frames: args.bench_frames,

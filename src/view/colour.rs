@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 
+use super::columns::{ColumnColour, ColumnFacts, Matcher};
 use super::loading::Dataset;
 use super::points::Classes;
 use super::state::{ColorBy, Duplicates, IssueFilter, ViewState};
@@ -130,6 +131,8 @@ pub struct Facts {
     pub quality_rank: Vec<u32>,
     /// Image indices sorted by relative path (tags are keyed by path).
     pub by_path: Vec<u32>,
+    /// The source's metadata columns, to colour by and filter on.
+    pub columns: Vec<ColumnFacts>,
 }
 
 impl Facts {
@@ -210,7 +213,15 @@ impl Facts {
                 .relative
                 .cmp(&images[y as usize].relative)
         });
+        let columns = a
+            .folder
+            .metadata
+            .iter()
+            .filter(|m| m.values.len() == n)
+            .map(ColumnFacts::of)
+            .collect();
         Self {
+            columns,
             paths_lower,
             path_ends,
             issues,
@@ -233,6 +244,11 @@ impl Facts {
 
     pub fn len(&self) -> usize {
         self.issues.len()
+    }
+
+    /// The metadata column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnFacts> {
+        self.columns.iter().find(|c| c.name == name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -381,6 +397,10 @@ pub struct Look<'a> {
     pub facts: Option<&'a Facts>,
     /// The filename filter, lower-cased once.
     filter: String,
+    /// The metadata column the points are coloured by.
+    colour_column: Option<&'a ColumnFacts>,
+    /// The metadata column filter, ready to test rows.
+    column_filter: Option<Matcher<'a>>,
 }
 
 impl<'a> Look<'a> {
@@ -391,6 +411,15 @@ impl<'a> Look<'a> {
         classes: Option<&'a [i32]>,
         facts: Option<&'a Facts>,
     ) -> Self {
+        let colour_column = facts
+            .zip(state.color_column.as_deref())
+            .and_then(|(f, name)| f.column(name));
+        let column_filter = facts
+            .zip(state.column_filter.as_ref())
+            .and_then(|(f, filter)| {
+                f.column(&filter.column)
+                    .and_then(|c| c.matcher(&filter.rule))
+            });
         Self {
             state,
             clusters,
@@ -398,6 +427,8 @@ impl<'a> Look<'a> {
             classes,
             facts,
             filter: state.filter.trim().to_lowercase(),
+            colour_column,
+            column_filter,
         }
     }
 
@@ -431,8 +462,8 @@ impl<'a> Look<'a> {
         self.base(i).1 || self.filtered_out(i)
     }
 
-    /// A filter (highlighted cluster, file name, text search, issue) leaves
-    /// point `i` out.
+    /// A filter (highlighted cluster, file name, text search, metadata
+    /// column, issue) leaves point `i` out.
     fn filtered_out(&self, i: usize) -> bool {
         let s = self.state;
         let cluster = self.clusters.map_or(-1, |c| c[i]);
@@ -446,6 +477,9 @@ impl<'a> Look<'a> {
             return true;
         }
         if s.text_matches.as_ref().is_some_and(|m| !m.contains(&i)) {
+            return true;
+        }
+        if self.column_filter.as_ref().is_some_and(|m| !m.passes(i)) {
             return true;
         }
         if let (Some(filter), Some(facts)) = (s.issue_filter, self.facts) {
@@ -482,6 +516,11 @@ impl<'a> Look<'a> {
                 // point shows the label they suggest; the rest stays back.
                 Some(f) if f.suggests_another(i) => (palette(f.suggested[i]), false),
                 Some(f) => (palette(f.given[i]), true),
+                None => (NO_VALUE, false),
+            },
+            (ColorBy::Column, _) => match self.colour_column.and_then(|c| c.colour_of(i)) {
+                Some(ColumnColour::Palette(id)) => (palette(id), false),
+                Some(ColumnColour::Map(t)) => (viridis(t), false),
                 None => (NO_VALUE, false),
             },
         }

@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod camera;
 pub mod colour;
+pub mod columns;
 pub mod exports;
 pub mod layout;
 pub mod loading;
@@ -60,6 +61,8 @@ pub struct ViewOptions {
     pub zoom: Option<f32>,
     /// Start colouring points by this.
     pub color_by: state::ColorBy,
+    /// Start colouring points by this metadata column (a Parquet source's).
+    pub color_column: Option<String>,
     /// Make no thumbnails (none made or stored): points only.
     pub no_thumbnails: bool,
     /// Show a synthetic map instead of a folder and print frame times.
@@ -135,6 +138,7 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
     .add_plugins((
         state::StatePlugin {
             color_by: options.color_by,
+            color_column: options.color_column.clone(),
         },
         loading::LoadingPlugin {
             folder: options.folder.clone(),

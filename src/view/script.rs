@@ -16,13 +16,19 @@
 //! - `wheel N`: N notches at the centre of the view (positive zooms in).
 //! - `key K`: press and release a letter key (or `escape`).
 //! - `drop PATH`: drop a file or folder onto the window.
-//! - `colour-by NAME`, `shape lasso|box`, `show SECTION[:TAB]` (open a panel
-//!   section, e.g. `show issues:outliers`).
+//! - `colour-by NAME` (`colour-by column:NAME` for a metadata column),
+//!   `shape lasso|box`, `show SECTION[:TAB]` (open a panel section, e.g.
+//!   `show issues:outliers`).
+//! - `filter-column NAME RULE`: keep bright the images whose value in
+//!   metadata column NAME passes RULE: `=A,B` (these values), `LOW..HIGH`
+//!   (either end may be left out) or `~TEXT` (contains it); `filter-column
+//!   off` removes the filter.
 //! - `tag NAME`: tag the selection; `export-selection DIR`: CSV, JSON and
 //!   path list of the selection into DIR; `export-tags DIR`; `relabel TAG
 //!   LABEL DIR`.
 //! - `print [projections]`: one line of JSON on stdout: the focused image,
-//!   the camera, the selection, the tags (and where each point is on screen).
+//!   the camera, the selection, the tags, the colouring and filters (and
+//!   where each point is on screen, and which points are drawn bright).
 //! - `screenshot PNG`.
 //!
 //! The older flags map onto steps: `--zoom F` → `wait; zoom F`,
@@ -45,14 +51,16 @@ use serde_json::json;
 
 use super::ViewOptions;
 use super::camera::{HomeView, Orbit, OrbitGoal, ViewCamera};
-use super::colour::PointFacts;
+use super::colour::{Look, PointFacts};
+use super::columns::{ColumnFilter, ColumnRule};
 use super::exports::{ExportJob, Exports};
 use super::layout::Positions;
 use super::loading::Dataset;
 use super::panels::PanelUi;
 use super::picking::Projector;
+use super::points::Classes;
 use super::selection::{DragShape, Selection, SelectionDrag};
-use super::state::{ColorBy, ViewState};
+use super::state::{ColorBy, Duplicates, ViewState};
 use super::tags::TagBook;
 use super::thumbnails::ThumbnailsReady;
 use crate::choice::Choice;
@@ -90,6 +98,8 @@ pub enum Step {
     Key(KeyCode),
     Drop(PathBuf),
     ColorBy(ColorBy),
+    ColorByColumn(String),
+    FilterColumn(Option<ColumnFilter>),
     Shape(DragShape),
     Show(String),
     Tag(String),
@@ -155,13 +165,23 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
             "wheel" => Step::Wheel(number(1)?),
             "key" => Step::Key(key_code(arg(1)?).ok_or_else(|| format!("`{text}`: unknown key"))?),
             "drop" => Step::Drop(PathBuf::from(rest(1))),
-            "colour-by" | "color-by" => Step::ColorBy(
-                ColorBy::ALL
-                    .iter()
-                    .copied()
-                    .find(|c| c.name() == arg(1).unwrap_or(""))
-                    .ok_or_else(|| format!("`{text}`: unknown colouring"))?,
-            ),
+            "colour-by" | "color-by" => match arg(1)?.strip_prefix("column:") {
+                Some(column) => Step::ColorByColumn(column.to_owned()),
+                None => Step::ColorBy(
+                    ColorBy::ALL
+                        .iter()
+                        .copied()
+                        .find(|c| c.name() == arg(1).unwrap_or(""))
+                        .ok_or_else(|| format!("`{text}`: unknown colouring"))?,
+                ),
+            },
+            "filter-column" => match arg(1)? {
+                "off" => Step::FilterColumn(None),
+                column => Step::FilterColumn(Some(ColumnFilter {
+                    column: column.to_owned(),
+                    rule: ColumnRule::parse(&rest(2)).map_err(|e| format!("`{text}`: {e}"))?,
+                })),
+            },
             "shape" => Step::Shape(match arg(1)? {
                 "lasso" => DragShape::Lasso,
                 "box" => DragShape::Box,
@@ -352,6 +372,8 @@ struct Scene<'w, 's> {
     positions: Res<'w, Positions>,
     thumbnails: Res<'w, ThumbnailsReady>,
     facts: Res<'w, PointFacts>,
+    duplicates: Res<'w, Duplicates>,
+    classes: Res<'w, Classes>,
     selection: Res<'w, Selection>,
     home: Res<'w, HomeView>,
     camera: Single<
@@ -618,6 +640,15 @@ fn run_step(
             acts.state.color_by = *colour;
             Ok(true)
         }
+        Step::ColorByColumn(column) => {
+            acts.state.color_by = ColorBy::Column;
+            acts.state.color_column = Some(column.clone());
+            Ok(true)
+        }
+        Step::FilterColumn(filter) => {
+            acts.state.column_filter = filter.clone();
+            Ok(true)
+        }
         Step::Shape(shape) => {
             acts.drag.shape = *shape;
             Ok(true)
@@ -794,6 +825,8 @@ fn state_json(
         "tags": tags.names(),
         "tags_file": tags.file,
         "colour_by": state.color_by.name(),
+        "colour_column": state.color_column,
+        "column_filter": state.column_filter.as_ref().map(|f| format!("{} {:?}", f.column, f.rule)),
     });
     let object = value.as_object_mut().expect("an object");
     object.extend(extra.as_object().expect("an object").clone());
@@ -814,6 +847,30 @@ fn state_json(
             })
             .collect();
         object.insert("projections".into(), points.into());
+        // What each point is drawn as: its colour, and whether it is bright.
+        let n = scene.positions.current.len();
+        let analysis = analysis.filter(|a| a.folder.images.len() == n);
+        fn sized(labels: &[i32], n: usize) -> Option<&[i32]> {
+            (labels.len() == n).then_some(labels)
+        }
+        let look = Look::new(
+            state,
+            analysis.map(|a| a.clusters.labels.as_slice()),
+            sized(&scene.duplicates.labels, n),
+            sized(&scene.classes.of_image, n),
+            analysis.and(scene.facts.for_count(n)),
+        );
+        let bright: Vec<usize> = (0..n)
+            .filter(|&i| !look.hidden(i) && !look.dimmed(i))
+            .collect();
+        let colours: Vec<[f32; 3]> = (0..n)
+            .map(|i| {
+                let [r, g, b, _] = look.of(i).1;
+                [r, g, b]
+            })
+            .collect();
+        object.insert("bright".into(), json!(bright));
+        object.insert("colours".into(), json!(colours));
     }
     value.to_string()
 }

@@ -11,12 +11,19 @@ use crate::analyze::DuplicateGroup;
 
 pub struct StatePlugin {
     pub color_by: ColorBy,
+    /// A metadata column to colour by (overrides `color_by`).
+    pub color_column: Option<String>,
 }
 
 impl Plugin for StatePlugin {
     fn build(&self, app: &mut App) {
         app.insert_resource(ViewState {
-            color_by: self.color_by,
+            color_by: if self.color_column.is_some() {
+                ColorBy::Column
+            } else {
+                self.color_by
+            },
+            color_column: self.color_column.clone(),
             ..default()
         })
         .init_resource::<Duplicates>()
@@ -77,6 +84,10 @@ pub enum ColorBy {
     /// Given versus suggested label: images whose neighbours suggest another
     /// label show that label; the rest stays dim.
     Suggested,
+    /// A metadata column of the source ([`ViewState::color_column`]). Not in
+    /// [`Choice::ALL`](crate::choice::Choice::ALL): it needs a column name
+    /// (`--color-column NAME`, or the panel's list of columns).
+    Column,
 }
 
 impl crate::choice::Choice for ColorBy {
@@ -99,6 +110,7 @@ impl crate::choice::Choice for ColorBy {
             ColorBy::LabelIssue => "label-issue",
             ColorBy::Outlier => "outlier",
             ColorBy::Suggested => "suggested",
+            ColorBy::Column => "column",
         }
     }
 
@@ -113,6 +125,7 @@ impl crate::choice::Choice for ColorBy {
             ColorBy::Suggested => {
                 "the label the neighbours suggest, where it differs from the given one"
             }
+            ColorBy::Column => "a metadata column of the source",
         }
     }
 }
@@ -128,6 +141,7 @@ impl ColorBy {
             ColorBy::LabelIssue => "label-issue score",
             ColorBy::Outlier => "outlier score",
             ColorBy::Suggested => "given vs suggested label",
+            ColorBy::Column => "column",
         }
     }
 }
@@ -190,6 +204,10 @@ pub struct ViewState {
     pub text_matches: Option<std::sync::Arc<HashSet<usize>>>,
     /// Only images with this issue stay bright.
     pub issue_filter: Option<IssueFilter>,
+    /// The metadata column [`ColorBy::Column`] colours by.
+    pub color_column: Option<String>,
+    /// Only images whose metadata passes this stay bright.
+    pub column_filter: Option<super::columns::ColumnFilter>,
     pub show_thumbnails: bool,
 }
 
@@ -205,6 +223,8 @@ impl Default for ViewState {
             filter: String::new(),
             text_matches: None,
             issue_filter: None,
+            color_column: None,
+            column_filter: None,
             show_thumbnails: true,
         }
     }

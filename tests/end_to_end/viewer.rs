@@ -536,3 +536,55 @@ fn viewer_on_a_folder_without_images_still_opens_and_settles() {
     viewer(&[arg(data.path()), "--screenshot", arg(&png)], work.path());
     assert!(png.is_file());
 }
+
+/// Metadata columns of a Parquet source colour the points and filter them:
+/// categories, ranges (on small integers too), substrings, floats on the
+/// colour map with nulls grey.
+#[test]
+fn viewer_colours_by_and_filters_on_metadata_columns() {
+    let source = repo().join("tests/fixtures/parquet/metadata_types.parquet");
+    let work = tempfile::tempdir().unwrap();
+    let script = "wait; colour-by column:category; filter-column i32 15..35; print projections; \
+                  filter-column category =x; print projections; \
+                  filter-column caption ~CAT; print projections; \
+                  colour-by column:f64; filter-column f64 ..2; print projections; \
+                  filter-column off; print projections";
+    let out = viewer(&[arg(&source), "--script", script], work.path());
+    let states = printed(&out);
+    assert_eq!(states.len(), 5, "{states:?}");
+    let bright: Vec<BTreeSet<usize>> = states.iter().map(|s| indices(&s["bright"])).collect();
+    // i32 = [10, 20, 30, null]; category = [x, y, x, null];
+    // caption = ["a cat", null, "", "ünïcödé"]; f64 = [1e300, -0.25, 3, null].
+    assert_eq!(bright[0], BTreeSet::from([1, 2]));
+    assert_eq!(bright[1], BTreeSet::from([0, 2]));
+    assert_eq!(bright[2], BTreeSet::from([0]));
+    assert_eq!(bright[3], BTreeSet::from([1]));
+    assert_eq!(bright[4], BTreeSet::from([0, 1, 2, 3]));
+    assert_eq!(states[0]["colour_by"], "column");
+    assert_eq!(states[0]["colour_column"], "category");
+    let colours = |s: &Value| -> Vec<Vec<f64>> {
+        s["colours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect()
+    };
+    let grey = |c: &Vec<f64>| (c[0] - c[1]).abs() < 0.01 && (c[2] - c[0]).abs() < 0.05;
+    // By category, filtered to x: the two x rows share a colour; y and the
+    // null (grey) are dimmed.
+    let by_category = colours(&states[1]);
+    assert_eq!(by_category[0], by_category[2]);
+    assert!(
+        !grey(&by_category[0]) && grey(&by_category[3]),
+        "{by_category:?}"
+    );
+    // By f64 on the colour map, unfiltered: the highest value (1e300) is
+    // lightest, -0.25 and 3 are both near the dark end of that range, the
+    // null is the same grey.
+    let by_f64 = colours(&states[4]);
+    let light = |c: &Vec<f64>| 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+    assert!(light(&by_f64[1]) <= light(&by_f64[2]), "{by_f64:?}");
+    assert!(light(&by_f64[2]) < light(&by_f64[0]), "{by_f64:?}");
+    assert!(grey(&by_f64[3]), "{by_f64:?}");
+}

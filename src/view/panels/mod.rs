@@ -128,6 +128,8 @@ pub struct PanelUi {
     pub relabel: (String, String),
     /// The filename filter whose matches were last counted, and the count.
     filter_hits: Option<(u64, String, usize)>,
+    /// The column filter whose matches were last counted, and the count.
+    column_hits: Option<(u64, crate::view::columns::ColumnFilter, usize)>,
     /// A run was working when the panel was last drawn.
     was_running: bool,
 }

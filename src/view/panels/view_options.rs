@@ -8,8 +8,9 @@ use super::widgets::{colour_bar, swatch};
 use super::{Cx, Section, section};
 use crate::choice::Choice;
 use crate::pipeline::Analysis;
-use crate::view::colour::{NO_VALUE, palette};
-use crate::view::state::{ColorBy, IssueFilter};
+use crate::view::colour::{Facts, NO_VALUE, palette};
+use crate::view::columns::{ColumnFacts, ColumnFilter, ColumnRule, ColumnValues, NO_VALUE_NAME};
+use crate::view::state::{ColorBy, IssueFilter, ViewState};
 
 /// Legend entries listed before "… more".
 const LEGEND_ENTRIES: usize = 24;
@@ -26,11 +27,16 @@ pub(super) fn show(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
 
 fn colouring(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
     let view = &mut *cx.view;
+    let facts = cx.facts;
     let has_labels = a.curation.labels.is_some();
+    let selected = match (view.color_by, &view.color_column) {
+        (ColorBy::Column, Some(name)) => format!("column: {name}"),
+        (choice, _) => choice.title().to_owned(),
+    };
     ui.horizontal(|ui| {
         ui.label("Colour by");
         egui::ComboBox::from_id_salt("colour-by")
-            .selected_text(view.color_by.title())
+            .selected_text(selected)
             .show_ui(ui, |ui| {
                 for &choice in ColorBy::ALL {
                     let needs_labels = matches!(
@@ -46,9 +52,129 @@ fn colouring(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
                             );
                     });
                 }
+                column_choices(ui, view, facts);
             });
     });
     legend(ui, cx, a);
+}
+
+/// The source's metadata columns in the colour menu (free text greyed out).
+fn column_choices(ui: &mut egui::Ui, view: &mut ViewState, facts: Option<&Facts>) {
+    let Some(facts) = facts.filter(|f| !f.columns.is_empty()) else {
+        return;
+    };
+    ui.separator();
+    for column in &facts.columns {
+        let on = view.color_by == ColorBy::Column
+            && view.color_column.as_deref() == Some(column.name.as_str());
+        ui.add_enabled_ui(column.colours(), |ui| {
+            let clicked = ui
+                .selectable_label(on, format!("column: {}", column.name))
+                .on_hover_text(describe(column))
+                .on_disabled_hover_text(format!(
+                    "{}: too many values to colour by; filter on it below",
+                    describe(column)
+                ))
+                .clicked();
+            if clicked {
+                view.color_by = ColorBy::Column;
+                view.color_column = Some(column.name.clone());
+            }
+        });
+    }
+}
+
+/// One line on what a column holds.
+fn describe(column: &ColumnFacts) -> String {
+    let nulls = match column.nulls {
+        0 => String::new(),
+        n => format!(", {n} without a value"),
+    };
+    match &column.values {
+        ColumnValues::Categories { names, .. } => {
+            format!(
+                "{} ({}): {} values{nulls}",
+                column.name,
+                column.source_kind,
+                names.len()
+            )
+        }
+        ColumnValues::Numbers { range, .. } => format!(
+            "{} ({}): numbers from {} to {}{nulls}",
+            column.name,
+            column.source_kind,
+            number(range.0),
+            number(range.1)
+        ),
+        ColumnValues::Text { distinct, .. } => {
+            format!("{} (text): {distinct} distinct values{nulls}", column.name)
+        }
+    }
+}
+
+/// A number short enough for a legend.
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1e5 || (x != 0.0 && x.abs() < 1e-3) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The legend of a metadata column.
+fn column_legend(ui: &mut egui::Ui, facts: Option<&Facts>, name: Option<&str>) {
+    let Some(name) = name else {
+        return;
+    };
+    let Some(facts) = facts else {
+        ui.label("…");
+        return;
+    };
+    let Some(column) = facts.column(name) else {
+        ui.label(format!("This source has no column {name}."));
+        return;
+    };
+    match &column.values {
+        ColumnValues::Categories { names, counts, .. } => {
+            ui.horizontal_wrapped(|ui| {
+                for (id, (value, count)) in
+                    names.iter().zip(counts).enumerate().take(LEGEND_ENTRIES)
+                {
+                    swatch(ui, palette(id as i32));
+                    ui.label(format!("{value} ({count})"));
+                }
+                if names.len() > LEGEND_ENTRIES {
+                    ui.label(format!("… {} more", names.len() - LEGEND_ENTRIES));
+                }
+            });
+        }
+        ColumnValues::Numbers {
+            colour_range,
+            range,
+            ..
+        } => {
+            ui.label(format!(
+                "{name}: from {} to {}; the colours span the 1st to the 99th percentile:",
+                number(range.0),
+                number(range.1)
+            ));
+            colour_bar(ui, &number(colour_range.0), &number(colour_range.1));
+        }
+        ColumnValues::Text { .. } => {
+            ui.label(format!(
+                "{}: too many values to colour by.",
+                describe(column)
+            ));
+        }
+    }
+    if column.nulls > 0 {
+        ui.horizontal(|ui| {
+            swatch(ui, NO_VALUE);
+            ui.label(format!("no value ({})", column.nulls));
+        });
+    }
 }
 
 fn legend(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
@@ -130,6 +256,7 @@ fn legend(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
             ui.label("How unlike the rest an image is (higher = odder):");
             colour_bar(ui, &format!("{lo:.3}"), &format!("{hi:.3}"));
         }
+        ColorBy::Column => column_legend(ui, facts, cx.view.color_column.as_deref()),
     }
 }
 
@@ -166,13 +293,19 @@ fn filters(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
                 .desired_width(ui.available_width()),
         );
     });
-    let needle = view.filter.trim().to_lowercase();
+    file_name_hits(ui, cx, a);
+    column_filter(ui, cx);
+}
+
+/// How many images the filename filter matches.
+fn file_name_hits(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
+    let needle = cx.view.filter.trim().to_lowercase();
     if needle.is_empty() {
         return;
     }
     // Counted when the text changes, over the paths lower-cased once.
     let generation = cx.dataset.generation;
-    let hits = match (&cx.ui.filter_hits, facts) {
+    let hits = match (&cx.ui.filter_hits, cx.facts) {
         (Some((g, text, hits)), _) if *g == generation && *text == needle => Some(*hits),
         (_, Some(f)) => {
             let hits = (0..f.len())
@@ -185,6 +318,147 @@ fn filters(ui: &mut egui::Ui, cx: &mut Cx, a: &Analysis) {
     };
     if let Some(hits) = hits {
         ui.label(format!("{hits} of {} images match", a.folder.images.len()));
+    }
+}
+
+/// Keep bright only the images whose value in a metadata column passes: ticked
+/// categories, a range of numbers, or a piece of text.
+fn column_filter(ui: &mut egui::Ui, cx: &mut Cx) {
+    let Some(facts) = cx.facts.filter(|f| !f.columns.is_empty()) else {
+        return;
+    };
+    let view = &mut *cx.view;
+    ui.horizontal(|ui| {
+        ui.label("Column");
+        let selected = view
+            .column_filter
+            .as_ref()
+            .map_or("no filter", |f| f.column.as_str())
+            .to_owned();
+        egui::ComboBox::from_id_salt("column-filter")
+            .selected_text(selected)
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(view.column_filter.is_none(), "no filter")
+                    .clicked()
+                {
+                    view.column_filter = None;
+                }
+                for column in &facts.columns {
+                    let on = view
+                        .column_filter
+                        .as_ref()
+                        .is_some_and(|f| f.column == column.name);
+                    let clicked = ui
+                        .selectable_label(on, &column.name)
+                        .on_hover_text(describe(column))
+                        .clicked();
+                    if clicked && !on {
+                        view.column_filter = Some(ColumnFilter {
+                            column: column.name.clone(),
+                            rule: column.everything(),
+                        });
+                    }
+                }
+            })
+            .response
+            .on_hover_text("Filter on a column of the source: the other images dim");
+    });
+    let Some(filter) = view.column_filter.as_mut() else {
+        return;
+    };
+    let Some(column) = facts.column(&filter.column) else {
+        ui.label(format!("This source has no column {}.", filter.column));
+        return;
+    };
+    if column.matcher(&filter.rule).is_none() {
+        // The rule was made for another kind of column (a script, a re-run).
+        filter.rule = column.everything();
+    }
+    rule_editor(ui, column, &mut filter.rule);
+    // Counted when the filter changes.
+    let generation = cx.dataset.generation;
+    let hits = match &cx.ui.column_hits {
+        Some((g, f, hits)) if *g == generation && f == filter => *hits,
+        _ => {
+            let hits = column
+                .matcher(&filter.rule)
+                .map_or(0, |m| (0..column.len()).filter(|&i| m.passes(i)).count());
+            cx.ui.column_hits = Some((generation, filter.clone(), hits));
+            hits
+        }
+    };
+    ui.label(format!("{hits} of {} images pass", column.len()));
+}
+
+fn rule_editor(ui: &mut egui::Ui, column: &ColumnFacts, rule: &mut ColumnRule) {
+    match (&column.values, rule) {
+        (ColumnValues::Categories { names, counts, .. }, ColumnRule::OneOf(chosen)) => {
+            ui.horizontal(|ui| {
+                if ui.small_button("all").clicked() {
+                    chosen.extend(names.iter().cloned());
+                    chosen.insert(NO_VALUE_NAME.to_owned());
+                }
+                if ui.small_button("none").clicked() {
+                    chosen.clear();
+                }
+            });
+            egui::ScrollArea::vertical()
+                .id_salt("column-values")
+                .max_height(160.0)
+                .show(ui, |ui| {
+                    let nulls = (column.nulls > 0).then_some((-1, NO_VALUE_NAME, column.nulls));
+                    let values = names
+                        .iter()
+                        .zip(counts)
+                        .enumerate()
+                        .map(|(id, (name, count))| (id as i32, name.as_str(), *count));
+                    for (id, name, count) in values.chain(nulls) {
+                        let mut on = chosen.contains(name);
+                        ui.horizontal(|ui| {
+                            swatch(ui, palette(id));
+                            if ui.checkbox(&mut on, format!("{name} ({count})")).changed() {
+                                if on {
+                                    chosen.insert(name.to_owned());
+                                } else {
+                                    chosen.remove(name);
+                                }
+                            }
+                        });
+                    }
+                });
+        }
+        (ColumnValues::Numbers { range, .. }, ColumnRule::Between { low, high }) => {
+            let speed = ((range.1 - range.0) / 500.0).max(1e-9);
+            ui.horizontal(|ui| {
+                ui.label("from");
+                ui.add(egui::DragValue::new(low).speed(speed));
+                ui.label("to");
+                ui.add(egui::DragValue::new(high).speed(speed));
+            });
+        }
+        (ColumnValues::Text { .. }, ColumnRule::Contains(needle)) => {
+            ui.add(
+                egui::TextEdit::singleline(needle)
+                    .hint_text("part of the text")
+                    .desired_width(ui.available_width()),
+            );
+        }
+        (_, rule) => {
+            // A range or a substring over categories (from a script).
+            ui.horizontal(|ui| {
+                ui.label(match &*rule {
+                    ColumnRule::Between { low, high } => {
+                        format!("values from {} to {}", number(*low), number(*high))
+                    }
+                    ColumnRule::Contains(needle) => format!("values containing {needle:?}"),
+                    ColumnRule::OneOf(chosen) => format!("{} values", chosen.len()),
+                });
+                if ui.small_button("pick values").clicked() {
+                    *rule = column.everything();
+                }
+            });
+        }
     }
 }
 
