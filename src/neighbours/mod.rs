@@ -15,17 +15,26 @@ use serde::Serialize;
 use crate::Embeddings;
 use crate::progress::{CancelToken, ProgressSink};
 
-/// Above this many images NN-descent is used (when `Auto`). Measured on MNIST
-/// pixels (784-D, CPU seconds on 2 cores): at 5k exact 0.41 s, NN-descent
-/// 0.22 s at recall@15 0.993; at 10k 1.47 s against 0.55 s (0.992); at 100k
-/// 145 s against 7.9 s (0.984). They break even near 2,000; up to 5,000
-/// both take under half a second, and exact is exact.
+/// Up to this many images the search is exact (when `Auto`) whatever `k`.
+/// Measured on MNIST pixels (784-D, 2 cores): at 5k exact 0.41 s, NN-descent
+/// with 15 neighbours 0.22 s at recall@15 0.993; both under half a second, and
+/// exact is exact.
 pub const EXACT_LIMIT: usize = 5_000;
+
+/// Up to how many images `Auto` searches exactly for `k` neighbours: the
+/// exact search costs n², NN-descent grows with k. Measured on MNIST pixels
+/// (784-D, 2 cores), exact against NN-descent: at 10k 0.92 s against 0.86 s
+/// with 30 neighbours and 2.0 s with 50; at 20k 3.3 s against 4.2 s with 50;
+/// at 40k 12.7 s against 8.6 s with 50. So about 400 images per neighbour.
+pub fn exact_limit(k: usize) -> usize {
+    (400 * k).max(EXACT_LIMIT)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KnnMethod {
-    /// Exact for up to [`EXACT_LIMIT`] images, NN-descent beyond.
+    /// Exact for up to [`exact_limit`] images (5,000, and 400 per
+    /// neighbour asked for), NN-descent beyond.
     Auto,
     Exact,
     Approximate,
@@ -44,7 +53,7 @@ impl crate::choice::Choice for KnnMethod {
 
     fn help(self) -> &'static str {
         match self {
-            KnnMethod::Auto => "exact up to 5,000 images, NN-descent above",
+            KnnMethod::Auto => "exact up to 400 images per neighbour (at least 5,000), NN-descent above",
             KnnMethod::Exact => "every pair compared (grows as n²)",
             KnnMethod::Approximate => "NN-descent, as umap-learn (about n^1.14; recall ≈ 0.98)",
         }
@@ -90,7 +99,7 @@ pub fn build(
     cancel: &CancelToken,
 ) -> anyhow::Result<KnnGraph> {
     let method = match method {
-        KnnMethod::Auto if embeddings.n > EXACT_LIMIT => KnnMethod::Approximate,
+        KnnMethod::Auto if embeddings.n > exact_limit(k) => KnnMethod::Approximate,
         KnnMethod::Auto => KnnMethod::Exact,
         other => other,
     };
