@@ -25,7 +25,7 @@ use crate::source::{MetadataColumn, MetadataValues};
 /// More distinct values than this and a string column is text, an integer
 /// column numbers: past this a palette repeats hues and a legend stops being
 /// readable.
-pub const MAX_CATEGORIES: usize = 40;
+pub const MAX_CATEGORIES: usize = 64;
 
 /// The name a category filter uses for nulls.
 pub const NO_VALUE_NAME: &str = "(no value)";
