@@ -689,7 +689,12 @@ pub fn analyze_embeddings(
             "reducer": options.reducer,
             "reduce": options.reduce,
             "seed": options.seed,
-            "clusters": options.clusters,
+            // Resolved, so that a change of the defaults is a new key, not
+            // an old analysis read back under new parameters.
+            "clusters": [
+                options.clusters.resolved_min_cluster_size(e.n),
+                options.clusters.resolved_min_samples(e.n),
+            ],
         });
         cache::analysis::key(e, &folder.embedder_id, &parameters)
     });
