@@ -53,7 +53,9 @@ impl crate::choice::Choice for KnnMethod {
 
     fn help(self) -> &'static str {
         match self {
-            KnnMethod::Auto => "exact up to 400 images per neighbour (at least 5,000), NN-descent above",
+            KnnMethod::Auto => {
+                "exact up to 400 images per neighbour (at least 5,000), NN-descent above"
+            }
             KnnMethod::Exact => "every pair compared (grows as n²)",
             KnnMethod::Approximate => "NN-descent, as umap-learn (about n^1.14; recall ≈ 0.98)",
         }
