@@ -61,6 +61,23 @@ fn follow_analysis(
     }
     // Text matches are rows of the old analysis' embeddings.
     state.text_matches = None;
+    // A column the new source lacks colours and filters nothing: drop it
+    // (a re-run of the same source keeps both).
+    let has_column = |name: &str| analysis.folder.metadata.iter().any(|m| m.name == name);
+    if let Some(name) = state.color_column.clone()
+        && !has_column(&name)
+    {
+        warn!("this source has no column {name:?}: colouring by cluster");
+        state.color_column = None;
+        if state.color_by == ColorBy::Column {
+            state.color_by = ColorBy::Cluster;
+        }
+    }
+    if let Some(filter) = state.column_filter.clone()
+        && !has_column(&filter.column)
+    {
+        state.column_filter = None;
+    }
     *duplicates = Duplicates {
         threshold: analysis.duplicate_threshold,
         labels: analysis.duplicate_labels.clone(),
