@@ -4,16 +4,17 @@
 //! Each column is read once per analysis, in the background with the other
 //! [`super::colour::Facts`], into one of three shapes:
 //!
-//! * **categories**: booleans, strings with few distinct values (a split, a
-//!   class name, a source) and integers with few distinct values (class ids):
-//!   one palette colour per value, most frequent first; filtered by ticking
-//!   values;
-//! * **numbers**: floats, and integers with many distinct values: the colour
+//! * **categories**: booleans, strings with up to [`MAX_NAMED_CATEGORIES`]
+//!   distinct values (a split, a source, ImageNet's 1,000 class names) and
+//!   integers with up to [`MAX_CATEGORIES`] (class ids): one palette colour per
+//!   value, most frequent first (past the first few dozen, hues repeat, but
+//!   neighbouring groups still differ); filtered by ticking values;
+//! * **numbers**: floats, and integers with more distinct values: the colour
 //!   map between the 1st and the 99th percentile (one extreme value must not
 //!   squash every other colour into one end); filtered by a range;
-//! * **text**: strings with many distinct values (captions, URLs, dates):
-//!   no colour (a palette of ten thousand hues says nothing); filtered by a
-//!   case-insensitive substring.
+//! * **text**: strings with more distinct values (captions, URLs, ids,
+//!   timestamps): no colour (a palette of a hundred thousand hues says
+//!   nothing); filtered by a case-insensitive substring.
 //!
 //! Nulls are "no value": grey, and left out by every filter except a
 //! category filter that ticks "no value".
@@ -22,10 +23,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::source::{MetadataColumn, MetadataValues};
 
-/// More distinct values than this and a string column is text, an integer
-/// column numbers: past this a palette repeats hues and a legend stops being
-/// readable.
+/// More distinct values than this and an integer column is numbers (a width,
+/// a count, a year) rather than ids.
 pub const MAX_CATEGORIES: usize = 64;
+
+/// More distinct values than this and a string column is text: names of
+/// things repeat (classes, sources, photographers), free text hardly does.
+pub const MAX_NAMED_CATEGORIES: usize = 1_000;
 
 /// The name a category filter uses for nulls.
 pub const NO_VALUE_NAME: &str = "(no value)";
@@ -82,7 +86,7 @@ impl ColumnFacts {
                 }
             }
             MetadataValues::Text(v) => {
-                if distinct_at_most(v.iter().flatten(), MAX_CATEGORIES) {
+                if distinct_at_most(v.iter().flatten(), MAX_NAMED_CATEGORIES) {
                     categories(values)
                 } else {
                     text(v)
@@ -517,7 +521,7 @@ mod tests {
 
     #[test]
     fn free_text_is_filtered_by_a_substring_and_not_coloured() {
-        let captions: Vec<Option<String>> = (0..(MAX_CATEGORIES + 10))
+        let captions: Vec<Option<String>> = (0..(MAX_NAMED_CATEGORIES + 10))
             .map(|i| {
                 Some(format!(
                     "Photo {i} of a {}",
@@ -529,11 +533,11 @@ mod tests {
         let c = column("caption", MetadataValues::Text(captions));
         assert!(!c.colours());
         assert_eq!(c.colour_of(0), None);
-        let cats: Vec<usize> = (0..MAX_CATEGORIES + 10).step_by(7).collect();
+        let cats: Vec<usize> = (0..MAX_NAMED_CATEGORIES + 10).step_by(7).collect();
         assert_eq!(passing(&c, "~a cat"), cats);
         assert_eq!(
             passing(&c, "~").len(),
-            MAX_CATEGORIES + 10,
+            MAX_NAMED_CATEGORIES + 10,
             "empty: every row with a value"
         );
         assert!(

@@ -403,17 +403,21 @@ fn rule_editor(ui: &mut egui::Ui, column: &ColumnFacts, rule: &mut ColumnRule) {
                     chosen.clear();
                 }
             });
+            let nulls = (column.nulls > 0).then_some((-1, NO_VALUE_NAME, column.nulls));
+            let rows: Vec<(i32, &str, usize)> = names
+                .iter()
+                .zip(counts)
+                .enumerate()
+                .map(|(id, (name, count))| (id as i32, name.as_str(), *count))
+                .chain(nulls)
+                .collect();
+            // Only the rows in view are laid out (a column may have 1,000 values).
+            let row_height = ui.spacing().interact_size.y;
             egui::ScrollArea::vertical()
                 .id_salt("column-values")
                 .max_height(160.0)
-                .show(ui, |ui| {
-                    let nulls = (column.nulls > 0).then_some((-1, NO_VALUE_NAME, column.nulls));
-                    let values = names
-                        .iter()
-                        .zip(counts)
-                        .enumerate()
-                        .map(|(id, (name, count))| (id as i32, name.as_str(), *count));
-                    for (id, name, count) in values.chain(nulls) {
+                .show_rows(ui, row_height, rows.len(), |ui, shown| {
+                    for &(id, name, count) in &rows[shown] {
                         let mut on = chosen.contains(name);
                         ui.horizontal(|ui| {
                             swatch(ui, palette(id));
