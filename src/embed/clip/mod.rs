@@ -752,21 +752,23 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// Given Hugging Face's own `pixel_values`, the image embeddings match
-    /// `get_image_features` to 1e-4.
-    fn check_image_tower(device: &Device, model: &str) {
-        let dir = ModelDir::open(&fixtures().join(model)).unwrap();
-        let tower = dir.load_vision(device).unwrap();
-        let pixels = npy_data(&fixtures().join("pixel_values.npy"));
-        let inputs: Vec<Vec<f32>> = pixels.chunks(3 * 224 * 224).map(<[f32]>::to_vec).collect();
-        let got = image_features(&tower, device, 224, &inputs);
+    /// Hugging Face's own `pixel_values` for the fixture images, one row each.
+    pub(crate) fn fixture_pixels() -> Vec<Vec<f32>> {
+        npy_data(&fixtures().join("pixel_values.npy"))
+            .chunks(3 * 224 * 224)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    /// Asserts that `got` (one row per fixture image) matches `model`'s
+    /// `get_image_features` to 1e-4; returns the largest difference.
+    pub(crate) fn assert_image_embeds_match(model: &str, got: &[Vec<f32>]) -> f32 {
         let expected = expected();
         let images = expected["images"].as_array().unwrap();
         assert_eq!(got.len(), images.len());
         let mut worst = 0.0f32;
         for (row, image) in got.iter().zip(images) {
-            let want = floats(&image[model]["image_embeds"]);
-            let diff = max_abs_diff(row, &want);
+            let diff = max_abs_diff(row, &floats(&image[model]["image_embeds"]));
             assert!(
                 diff <= 1e-4,
                 "{model} {}: max abs diff {diff}",
@@ -774,6 +776,16 @@ mod tests {
             );
             worst = worst.max(diff);
         }
+        worst
+    }
+
+    /// Given Hugging Face's own `pixel_values`, the image embeddings match
+    /// `get_image_features` to 1e-4.
+    fn check_image_tower(device: &Device, model: &str) {
+        let dir = ModelDir::open(&fixtures().join(model)).unwrap();
+        let tower = dir.load_vision(device).unwrap();
+        let got = image_features(&tower, device, 224, &fixture_pixels());
+        let worst = assert_image_embeds_match(model, &got);
         eprintln!("{model} image tower: max abs diff {worst:e}");
     }
 
@@ -817,8 +829,7 @@ mod tests {
         let burn = ImageTower::load(&dir, &ComputeDevice::cpu(), ImageEngine::Burn).unwrap();
         assert!(matches!(cpu, ImageTower::Cpu { .. }));
         assert!(matches!(burn, ImageTower::Burn { .. }));
-        let pixels = npy_data(&fixtures().join("pixel_values.npy"));
-        let inputs: Vec<Vec<f32>> = pixels.chunks(3 * 224 * 224).map(<[f32]>::to_vec).collect();
+        let inputs = fixture_pixels();
         let got = cpu.features(&inputs, 224).unwrap();
         let want = burn.features(&inputs, 224).unwrap();
         assert_eq!(got.len(), want.len());

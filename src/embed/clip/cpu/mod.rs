@@ -636,7 +636,8 @@ mod tests {
 
     // The parity fixtures and their readers are the Burn model's tests'.
     use crate::embed::clip::tests::{
-        expected, fixtures, floats as json_floats, max_abs_diff, npy_data,
+        assert_image_embeds_match, expected, fixture_pixels, fixtures, floats as json_floats,
+        max_abs_diff, npy_data,
     };
 
     fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -652,13 +653,6 @@ mod tests {
         CpuVision::from_burn(&burn, &dir.config).unwrap()
     }
 
-    fn fixture_pixels() -> Vec<Vec<f32>> {
-        npy_data(&fixtures().join("pixel_values.npy"))
-            .chunks(3 * 224 * 224)
-            .map(<[f32]>::to_vec)
-            .collect()
-    }
-
     /// Given Hugging Face's own `pixel_values`, the image embeddings match
     /// `get_image_features` to 1e-4, the bound Burn's model meets
     /// (`image_tower_matches_transformers_on_cpu`).
@@ -669,19 +663,12 @@ mod tests {
         let images = expected["images"].as_array().unwrap();
         for model in ["tiny", "vitb32-1layer"] {
             let got = load_fixture(model).image_features(&inputs).unwrap();
-            assert_eq!(got.len(), images.len());
-            let (mut worst, mut lowest) = (0.0f32, 1.0f64);
-            for (row, image) in got.iter().zip(images) {
-                let want = json_floats(&image[model]["image_embeds"]);
-                let diff = max_abs_diff(row, &want);
-                assert!(
-                    diff <= 1e-4,
-                    "{model} {}: max abs diff {diff}",
-                    image["file"]
-                );
-                worst = worst.max(diff);
-                lowest = lowest.min(cosine(row, &want));
-            }
+            let worst = assert_image_embeds_match(model, &got);
+            let lowest = got
+                .iter()
+                .zip(images)
+                .map(|(row, image)| cosine(row, &json_floats(&image[model]["image_embeds"])))
+                .fold(1.0f64, f64::min);
             eprintln!(
                 "{model} CPU image tower vs transformers: max abs diff {worst:e}, lowest cosine {lowest}"
             );
