@@ -372,17 +372,13 @@ impl LookInputs<'_> {
     /// [`Self::look`] for another view state (the points leave hover and
     /// selection to the overlay).
     pub fn look_for<'a>(&'a self, state: &'a ViewState, n: usize) -> Look<'a> {
-        let analysis = self
-            .dataset
-            .analysis
-            .as_deref()
-            .filter(|a| a.folder.images.len() == n);
-        Look::new(
+        Look::of_shown(
             state,
-            analysis.map(|a| a.clusters.labels.as_slice()),
-            (self.duplicates.labels.len() == n).then_some(self.duplicates.labels.as_slice()),
-            (self.classes.of_image.len() == n).then_some(self.classes.of_image.as_slice()),
-            analysis.and(self.facts.for_count(n)),
+            &self.dataset,
+            &self.duplicates,
+            &self.classes,
+            self.facts.for_count(n),
+            n,
         )
     }
 }
@@ -404,6 +400,31 @@ pub struct Look<'a> {
 }
 
 impl<'a> Look<'a> {
+    /// The look of `n` points of the analysis shown, each part used only when
+    /// it belongs to `n` images (during a re-run with another image set the
+    /// preview has other points, and is drawn uncoloured).
+    pub fn of_shown(
+        state: &'a ViewState,
+        dataset: &'a Dataset,
+        duplicates: &'a Duplicates,
+        classes: &'a Classes,
+        facts: Option<&'a Facts>,
+        n: usize,
+    ) -> Self {
+        let analysis = dataset
+            .analysis
+            .as_deref()
+            .filter(|a| a.folder.images.len() == n);
+        let sized = |labels: &'a [i32]| (labels.len() == n).then_some(labels);
+        Look::new(
+            state,
+            analysis.map(|a| a.clusters.labels.as_slice()),
+            sized(&duplicates.labels),
+            sized(&classes.of_image),
+            analysis.and(facts),
+        )
+    }
+
     pub fn new(
         state: &'a ViewState,
         clusters: Option<&'a [i32]>,

@@ -849,16 +849,13 @@ fn state_json(
         object.insert("projections".into(), points.into());
         // What each point is drawn as: its colour, and whether it is bright.
         let n = scene.positions.current.len();
-        let analysis = analysis.filter(|a| a.folder.images.len() == n);
-        fn sized(labels: &[i32], n: usize) -> Option<&[i32]> {
-            (labels.len() == n).then_some(labels)
-        }
-        let look = Look::new(
+        let look = Look::of_shown(
             state,
-            analysis.map(|a| a.clusters.labels.as_slice()),
-            sized(&scene.duplicates.labels, n),
-            sized(&scene.classes.of_image, n),
-            analysis.and(scene.facts.for_count(n)),
+            &scene.dataset,
+            &scene.duplicates,
+            &scene.classes,
+            scene.facts.for_count(n),
+            n,
         );
         let bright: Vec<usize> = (0..n)
             .filter(|&i| !look.hidden(i) && !look.dimmed(i))

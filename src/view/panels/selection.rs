@@ -42,12 +42,13 @@ fn body(ui: &mut egui::Ui, cx: &mut Cx, a: &Arc<Analysis>) {
                 "Every image that passes the filters (issue, file name, text search)",
             );
             if bright.clicked() {
-                let look = crate::view::colour::Look::new(
+                let look = crate::view::colour::Look::of_shown(
                     &*cx.view,
-                    Some(&a.clusters.labels),
-                    Some(&cx.duplicates.labels),
-                    None,
+                    cx.dataset,
+                    cx.duplicates,
+                    cx.classes,
                     Some(facts),
+                    facts.len(),
                 );
                 let hits = (0..facts.len())
                     .filter(|&i| !look.hidden(i) && !look.dimmed(i))
