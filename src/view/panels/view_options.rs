@@ -403,21 +403,19 @@ fn rule_editor(ui: &mut egui::Ui, column: &ColumnFacts, rule: &mut ColumnRule) {
                     chosen.clear();
                 }
             });
-            let nulls = (column.nulls > 0).then_some((-1, NO_VALUE_NAME, column.nulls));
-            let rows: Vec<(i32, &str, usize)> = names
-                .iter()
-                .zip(counts)
-                .enumerate()
-                .map(|(id, (name, count))| (id as i32, name.as_str(), *count))
-                .chain(nulls)
-                .collect();
-            // Only the rows in view are laid out (a column may have 1,000 values).
+            // One row per value, then "(no value)" if there are nulls; only
+            // the rows in view are laid out (a column may have 1,000 values).
+            let rows = names.len() + usize::from(column.nulls > 0);
+            let row = |k: usize| match names.get(k) {
+                Some(name) => (k as i32, name.as_str(), counts[k]),
+                None => (-1, NO_VALUE_NAME, column.nulls),
+            };
             let row_height = ui.spacing().interact_size.y;
             egui::ScrollArea::vertical()
                 .id_salt("column-values")
                 .max_height(160.0)
-                .show_rows(ui, row_height, rows.len(), |ui, shown| {
-                    for &(id, name, count) in &rows[shown] {
+                .show_rows(ui, row_height, rows, |ui, shown| {
+                    for (id, name, count) in shown.map(row) {
                         let mut on = chosen.contains(name);
                         ui.horizontal(|ui| {
                             swatch(ui, palette(id));
