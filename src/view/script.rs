@@ -636,17 +636,22 @@ fn run_step(
             script.inputs.push_back(vec![Input::Drop(path.clone())]);
             Ok(true)
         }
+        // Colours and filters change the panel's text too: settle, so that a
+        // screenshot right after shows the new glyphs rasterised.
         Step::ColorBy(colour) => {
             acts.state.color_by = *colour;
+            script.settle = SETTLE_FRAMES;
             Ok(true)
         }
         Step::ColorByColumn(column) => {
             acts.state.color_by = ColorBy::Column;
             acts.state.color_column = Some(column.clone());
+            script.settle = SETTLE_FRAMES;
             Ok(true)
         }
         Step::FilterColumn(filter) => {
             acts.state.column_filter = filter.clone();
+            script.settle = SETTLE_FRAMES;
             Ok(true)
         }
         Step::Shape(shape) => {
