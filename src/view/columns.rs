@@ -61,12 +61,12 @@ pub enum ColumnValues {
         range: (f64, f64),
     },
     /// Every value lower-cased, end to end (one string, not a million);
-    /// row `i` is `lower[ends[i]..ends[i + 1]]`, `None` for a null.
+    /// row `i` is `lower[ends[i]..ends[i + 1]]` (empty for a null, which
+    /// `present` tells apart from an empty string).
     Text {
         lower: String,
         ends: Vec<usize>,
         present: Vec<bool>,
-        distinct: usize,
     },
 }
 
@@ -149,7 +149,7 @@ impl ColumnFacts {
     /// contain it.
     pub fn matcher(&self, rule: &ColumnRule) -> Option<Matcher<'_>> {
         Some(match (&self.values, rule) {
-            (ColumnValues::Categories { names, .. }, rule) => {
+            (ColumnValues::Categories { codes, names, .. }, rule) => {
                 let (allowed, nulls) = match rule {
                     ColumnRule::OneOf(chosen) => (
                         names.iter().map(|n| chosen.contains(n)).collect(),
@@ -172,20 +172,25 @@ impl ColumnFacts {
                     }
                 };
                 Matcher::Codes {
-                    column: self,
+                    codes,
                     allowed,
                     nulls,
                 }
             }
-            (ColumnValues::Numbers { .. }, &ColumnRule::Between { low, high }) => {
-                Matcher::Between {
-                    column: self,
-                    low,
-                    high,
-                }
+            (ColumnValues::Numbers { values, .. }, &ColumnRule::Between { low, high }) => {
+                Matcher::Between { values, low, high }
             }
-            (ColumnValues::Text { .. }, ColumnRule::Contains(needle)) => Matcher::Contains {
-                column: self,
+            (
+                ColumnValues::Text {
+                    lower,
+                    ends,
+                    present,
+                },
+                ColumnRule::Contains(needle),
+            ) => Matcher::Contains {
+                lower,
+                ends,
+                present,
                 needle: needle.trim().to_lowercase(),
             },
             _ => return None,
@@ -268,20 +273,24 @@ pub struct ColumnFilter {
     pub rule: ColumnRule,
 }
 
-/// A [`ColumnRule`] ready to test rows.
+/// A [`ColumnRule`] ready to test rows of the column it was made for.
 pub enum Matcher<'a> {
+    /// Categories: whether each code passes, and whether nulls do.
     Codes {
-        column: &'a ColumnFacts,
+        codes: &'a [i32],
         allowed: Vec<bool>,
         nulls: bool,
     },
     Between {
-        column: &'a ColumnFacts,
+        values: &'a [f64],
         low: f64,
         high: f64,
     },
+    /// Text, lower-cased as in [`ColumnValues::Text`].
     Contains {
-        column: &'a ColumnFacts,
+        lower: &'a str,
+        ends: &'a [usize],
+        present: &'a [bool],
         needle: String,
     },
 }
@@ -290,30 +299,21 @@ impl Matcher<'_> {
     pub fn passes(&self, i: usize) -> bool {
         match self {
             Matcher::Codes {
-                column,
+                codes,
                 allowed,
                 nulls,
-            } => match &column.values {
-                ColumnValues::Categories { codes, .. } => match codes[i] {
-                    -1 => *nulls,
-                    c => allowed[c as usize],
-                },
-                _ => false,
+            } => match codes[i] {
+                -1 => *nulls,
+                c => allowed[c as usize],
             },
-            Matcher::Between { column, low, high } => match &column.values {
-                // NaN (no value) fails both comparisons.
-                ColumnValues::Numbers { values, .. } => values[i] >= *low && values[i] <= *high,
-                _ => false,
-            },
-            Matcher::Contains { column, needle } => match &column.values {
-                ColumnValues::Text {
-                    lower,
-                    ends,
-                    present,
-                    ..
-                } => present[i] && lower[ends[i]..ends[i + 1]].contains(needle.as_str()),
-                _ => false,
-            },
+            // NaN (no value) fails both comparisons.
+            Matcher::Between { values, low, high } => values[i] >= *low && values[i] <= *high,
+            Matcher::Contains {
+                lower,
+                ends,
+                present,
+                needle,
+            } => present[i] && lower[ends[i]..ends[i + 1]].contains(needle.as_str()),
         }
     }
 }
@@ -407,19 +407,16 @@ fn text(values: &[Option<String>]) -> ColumnValues {
     let mut lower = String::new();
     let mut ends = Vec::with_capacity(values.len() + 1);
     ends.push(0);
-    let mut distinct = std::collections::HashSet::new();
     for v in values {
         if let Some(v) = v {
             lower.push_str(&v.to_lowercase());
-            distinct.insert(v.as_str());
         }
-        ends.push(lower.len());
+        ends.push(lower.len()); // a null adds an empty row
     }
     ColumnValues::Text {
         lower,
         ends,
         present: values.iter().map(Option::is_some).collect(),
-        distinct: distinct.len(),
     }
 }
 

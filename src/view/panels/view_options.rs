@@ -9,7 +9,9 @@ use super::{Cx, Section, section};
 use crate::choice::Choice;
 use crate::pipeline::Analysis;
 use crate::view::colour::{Facts, NO_VALUE, palette};
-use crate::view::columns::{ColumnFacts, ColumnFilter, ColumnRule, ColumnValues, NO_VALUE_NAME};
+use crate::view::columns::{
+    ColumnFacts, ColumnFilter, ColumnRule, ColumnValues, MAX_NAMED_CATEGORIES, NO_VALUE_NAME,
+};
 use crate::view::state::{ColorBy, IssueFilter, ViewState};
 
 /// Legend entries listed before "… more".
@@ -106,9 +108,10 @@ fn describe(column: &ColumnFacts) -> String {
             number(range.0),
             number(range.1)
         ),
-        ColumnValues::Text { distinct, .. } => {
-            format!("{} (text): {distinct} distinct values{nulls}", column.name)
-        }
+        ColumnValues::Text { .. } => format!(
+            "{} (text): over {MAX_NAMED_CATEGORIES} distinct values{nulls}",
+            column.name
+        ),
     }
 }
 
