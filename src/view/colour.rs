@@ -477,6 +477,13 @@ impl<'a> Look<'a> {
             .is_some_and(|c| self.state.hidden_clusters.contains(&c[i]))
     }
 
+    /// The points of `0..n` drawn bright: neither hidden nor dimmed.
+    pub fn bright_points(&self, n: usize) -> Vec<usize> {
+        (0..n)
+            .filter(|&i| !self.hidden(i) && !self.dimmed(i))
+            .collect()
+    }
+
     /// Point `i` is drawn dim: a filter leaves it out, or the colouring puts
     /// it in the background.
     pub fn dimmed(&self, i: usize) -> bool {

@@ -168,10 +168,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
             "colour-by" | "color-by" => match arg(1)?.strip_prefix("column:") {
                 Some(column) => Step::ColorByColumn(column.to_owned()),
                 None => Step::ColorBy(
-                    ColorBy::ALL
-                        .iter()
-                        .copied()
-                        .find(|c| c.name() == arg(1).unwrap_or(""))
+                    ColorBy::from_name(arg(1)?)
                         .ok_or_else(|| format!("`{text}`: unknown colouring"))?,
                 ),
             },
@@ -862,9 +859,7 @@ fn state_json(
             scene.facts.for_count(n),
             n,
         );
-        let bright: Vec<usize> = (0..n)
-            .filter(|&i| !look.hidden(i) && !look.dimmed(i))
-            .collect();
+        let bright = look.bright_points(n);
         let colours: Vec<[f32; 3]> = (0..n)
             .map(|i| {
                 let [r, g, b, _] = look.of(i).1;

@@ -50,10 +50,8 @@ fn body(ui: &mut egui::Ui, cx: &mut Cx, a: &Arc<Analysis>) {
                     Some(facts),
                     facts.len(),
                 );
-                let hits = (0..facts.len())
-                    .filter(|&i| !look.hidden(i) && !look.dimmed(i))
-                    .collect();
-                cx.selection.apply(SelectionOp::Replace, hits);
+                cx.selection
+                    .apply(SelectionOp::Replace, look.bright_points(facts.len()));
             }
         }
         if ui
