@@ -11,7 +11,9 @@ columns given,true -> label errors; column kind -> outliers.
 
 embedscope's scores come from running `embedscope analyze DATASET/images`
 (--bin, default target/debug/embedscope; pixels, labels from the class
-folders) and reading its points.csv and report.json, or from an output folder
+folders; for a set made from a .npy, whose images/ holds only the planted
+rows, the embeddings file with the labels beside it) and reading its
+points.csv and report.json, or from an output folder
 of such a run (--scores; one dataset only).
 
 Label errors (N = number planted):
@@ -78,10 +80,10 @@ def embedscope_scores(ds, args):
     out = args.scores or os.path.join(ds, "embedscope-out")
     info = {}
     if not args.scores:
+        source, extra = analysis_source(ds)
         t = time.perf_counter()
-        p = subprocess.run([args.bin, "analyze", os.path.join(ds, "images"), "--out", out,
-                            "--embedder", "pixels", "--no-cache", "--quiet"],
-                           capture_output=True, text=True)
+        p = subprocess.run([args.bin, "analyze", source, "--out", out, "--no-cache", "--quiet"]
+                           + extra, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"{args.bin} failed:\n{p.stderr}")
         info["wall_s"] = time.perf_counter() - t
@@ -102,6 +104,31 @@ def embedscope_scores(ds, args):
                 "outlier_score": r["outlier_score"] or "0",
             })
     return ours, info
+
+
+def analysis_source(ds):
+    """What `embedscope analyze` reads for DATASET: its images/ folder (pixels,
+    labels from the class folders) when that holds every row, else (a set made
+    from a .npy, whose images/ holds only the planted rows) the embeddings
+    themselves, with the labels beside them as a Parquet `label` column, in a
+    folder of their own next to DATASET (embedscope never writes where it
+    reads)."""
+    rows = len(open(os.path.join(ds, "labels.txt")).read().split())
+    images = os.path.join(ds, "images")
+    files = sum(len(f) for _, _, f in os.walk(images)) if os.path.isdir(images) else 0
+    if files == rows:
+        return images, ["--embedder", "pixels"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    staged = os.path.abspath(ds.rstrip("/")) + "-source"
+    os.makedirs(staged, exist_ok=True)
+    npy = os.path.join(staged, "rows.npy")
+    if not os.path.exists(npy):
+        os.symlink(os.path.abspath(os.path.join(ds, "embeddings.npy")), npy)
+    labels = open(os.path.join(ds, "labels.txt")).read().split()
+    pq.write_table(pa.table({"label": labels}), os.path.join(staged, "rows.parquet"))
+    return npy, []
 
 
 def load(ds):

@@ -110,6 +110,83 @@ pub fn build(
     })
 }
 
+/// For each query row, the chord distances to its `k` nearest rows that are at
+/// least `min_distance` away, nearest first (nearer rows, the query itself
+/// among them, are left out; fewer than `k` if fewer rows are that far). One
+/// pass over the data for all the queries: blocks of rows times the queries
+/// as one matrix product, each block feeding every query's top-k.
+pub fn nearest_beyond(
+    embeddings: &Embeddings,
+    queries: &[usize],
+    k: usize,
+    min_distance: f32,
+    cancel: &CancelToken,
+) -> Result<Vec<Vec<f32>>, Cancelled> {
+    let (n, dim) = (embeddings.n, embeddings.dim);
+    if queries.is_empty() {
+        return Ok(Vec::new());
+    }
+    // chord >= min_distance  <=>  cos <= 1 - min_distance² / 2.
+    let most_similar = 1.0 - min_distance * min_distance / 2.0;
+    let q: Vec<f32> = queries
+        .iter()
+        .flat_map(|&i| embeddings.row(i).iter().copied())
+        .collect();
+    let q = ArrayView2::from_shape((queries.len(), dim), &q).expect("whole rows");
+    let fresh = || (0..queries.len()).map(|_| TopK::new(k)).collect::<Vec<_>>();
+    let blocks: Vec<usize> = (0..n.div_ceil(BLOCK)).collect();
+    let lists = blocks
+        .par_iter()
+        .try_fold(
+            || (fresh(), Vec::new()),
+            |(mut lists, mut sims): (Vec<TopK>, Vec<f32>), &b| {
+                if cancel.is_cancelled() {
+                    return Err(Cancelled);
+                }
+                let rows = b * BLOCK..((b + 1) * BLOCK).min(n);
+                sims.clear();
+                sims.resize(rows.len() * queries.len(), 0.0);
+                if dim > 0 {
+                    let block = ArrayView2::from_shape(
+                        (rows.len(), dim),
+                        &embeddings.data[rows.start * dim..rows.end * dim],
+                    )
+                    .expect("a block of whole rows");
+                    let mut out =
+                        ArrayViewMut2::from_shape((rows.len(), queries.len()), &mut sims[..])
+                            .expect("the buffer was sized for the block");
+                    general_mat_mul(1.0, &block, &q.t(), 0.0, &mut out);
+                }
+                for (r, row) in sims.chunks_exact(queries.len()).enumerate() {
+                    for (list, &sim) in lists.iter_mut().zip(row) {
+                        if sim <= most_similar {
+                            list.offer(sim, (rows.start + r) as u32);
+                        }
+                    }
+                }
+                Ok((lists, sims))
+            },
+        )
+        .map(|r| r.map(|(lists, _)| lists))
+        .try_reduce(fresh, |mut a, b| {
+            for (a, b) in a.iter_mut().zip(b) {
+                for &(sim, j) in b.sorted() {
+                    a.offer(sim, j);
+                }
+            }
+            Ok(a)
+        })?;
+    Ok(lists
+        .iter()
+        .map(|list| {
+            list.sorted()
+                .iter()
+                .map(|&(sim, _)| (2.0 - 2.0 * sim).max(0.0).sqrt())
+                .collect()
+        })
+        .collect())
+}
+
 /// The `k` largest (similarity, index) pairs seen, kept sorted best first; ties
 /// go to the smaller index so the result does not depend on visiting order.
 struct TopK {

@@ -10,6 +10,8 @@
 mod exact;
 pub mod nndescent;
 
+pub use exact::nearest_beyond;
+
 use serde::Serialize;
 
 use crate::Embeddings;
@@ -182,6 +184,44 @@ pub(crate) mod tests {
                 assert!((cos - e.cosine(i, j)).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn nearest_beyond_leaves_out_what_is_too_close() {
+        // 1,300 rows (more than one block), rows 5..45 copies of row 0.
+        let mut e = random_unit_rows(1300, 16, 9);
+        let first = e.row(0).to_vec();
+        for i in 5..45 {
+            e.data[i * 16..(i + 1) * 16].copy_from_slice(&first);
+        }
+        let cancel = CancelToken::new();
+        let got = nearest_beyond(&e, &[0, 700, 5], 10, 0.045, &cancel).unwrap();
+        let chord = |i: usize, j: usize| (2.0 - 2.0 * e.cosine(i, j)).max(0.0).sqrt();
+        for (q, list) in [0usize, 700, 5].iter().zip(&got) {
+            let mut want: Vec<f32> = (0..e.n)
+                .map(|j| chord(*q, j))
+                .filter(|&d| d >= 0.045)
+                .collect();
+            want.sort_by(f32::total_cmp);
+            want.truncate(10);
+            assert_eq!(list.len(), 10);
+            for (a, b) in list.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "query {q}: {list:?} vs {want:?}");
+            }
+        }
+        // Copies of one row see the same neighbours.
+        assert_eq!(got[0], got[2]);
+        assert!(
+            nearest_beyond(&e, &[], 10, 0.045, &cancel)
+                .unwrap()
+                .is_empty()
+        );
+        // Fewer rows that far than asked for: the list is shorter.
+        let few = random_unit_rows(4, 3, 1);
+        assert_eq!(
+            nearest_beyond(&few, &[0], 10, 0.01, &cancel).unwrap()[0].len(),
+            3
+        );
     }
 
     #[test]
