@@ -29,6 +29,11 @@
 //! nearest class radius): what the label most likely should be if it is
 //! wrong.
 //!
+//! 5. Copies (cosine above 0.999) filed under different labels override the
+//!    model: the share of an image's group of copies labelled otherwise is a
+//!    floor for its score, and the group's most common other label the
+//!    suggestion (see [`copies_disagree`]).
+//!
 //! Why radii and not neighbour votes: a vote fraction ties at 0 for every
 //! image whose neighbours all disagree with it, and those are exactly the
 //! ones to rank. The radius ratio keeps ranking them: an image whose given
@@ -190,6 +195,7 @@ pub fn label_issues(
             ratio[i] = Some((-delta).exp());
         }
     }
+    copies_disagree(knn, given, &mut score, &mut suggested, &mut ratio);
     Ok(LabelIssues {
         score,
         suggested,
@@ -197,6 +203,85 @@ pub fn label_issues(
         noise_rate: noise as f32,
         sharpness: sharpness as f32,
     })
+}
+
+/// Copies of an image (cosine above 0.999) that carry another label: one
+/// picture cannot be both. The model above sees two labels equally near and
+/// calls the place ambiguous, not wrong (80 copies of one digit, half filed
+/// under 4 and half under 9, scored 0.001 each). So within each group of
+/// copies (joined through the graph's copy edges, so a group larger than a
+/// neighbour list is counted whole), the share of the group labelled otherwise
+/// is a floor for an image's score: a group split half and half is all
+/// flagged (0.5); a lone dissenter among nine copies scores 0.9, and the nine
+/// 0.1. The suggestion is then the group's most common other label (ties to
+/// the smaller class id).
+fn copies_disagree(
+    knn: &KnnGraph,
+    given: &[Option<u32>],
+    score: &mut [Option<f32>],
+    suggested: &mut [Option<u32>],
+    ratio: &mut [Option<f32>],
+) {
+    let n = given.len();
+    let mut groups = super::duplicates::UnionFind::new(n);
+    let mut has_copy = vec![false; n];
+    for i in 0..n {
+        // Nearest first: the copies lead the list.
+        for (j, _) in knn
+            .neighbours(i)
+            .take_while(|&(_, d)| d < super::COPY_DISTANCE)
+        {
+            groups.union(i, j);
+            has_copy[i] = true;
+            has_copy[j] = true;
+        }
+    }
+    // (group, label) of every labelled image with a copy, sorted: each
+    // group's label counts are runs.
+    let mut members: Vec<(usize, u32)> = (0..n)
+        .filter(|&i| has_copy[i])
+        .filter_map(|i| given[i].map(|c| (groups.find(i), c)))
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    members.sort_unstable();
+    let mut counts: std::collections::HashMap<usize, Vec<(u32, usize)>> =
+        std::collections::HashMap::new();
+    for run in members.chunk_by(|a, b| a == b) {
+        counts
+            .entry(run[0].0)
+            .or_default()
+            .push((run[0].1, run.len()));
+    }
+    for i in (0..n).filter(|&i| has_copy[i]) {
+        let Some(own) = given[i] else { continue };
+        let labels = &counts[&groups.find(i)];
+        if labels.len() < 2 {
+            continue;
+        }
+        let total: usize = labels.iter().map(|&(_, m)| m).sum();
+        let mine = labels
+            .iter()
+            .find(|&&(c, _)| c == own)
+            .map_or(0, |&(_, m)| m);
+        let share = (total - mine) as f32 / total as f32;
+        if score[i].is_some_and(|s| s >= share) {
+            continue;
+        }
+        // The most common other label; ties to the smaller id (labels are
+        // sorted, and only a strictly larger count replaces the best).
+        let mut best: Option<(u32, usize)> = None;
+        for &(c, m) in labels.iter().filter(|&&(c, _)| c != own) {
+            if best.is_none_or(|(_, b)| m > b) {
+                best = Some((c, m));
+            }
+        }
+        score[i] = Some(share);
+        suggested[i] = best.map(|(c, _)| c);
+        // Both labels sit at distance zero: neither class is nearer.
+        ratio[i] = Some(ratio[i].unwrap_or(1.0).max(1.0));
+    }
 }
 
 /// Reads the graph once: per labelled image, the log radius of each class
@@ -652,6 +737,47 @@ mod tests {
         let g = graph(&e, 1);
         let r = label_issues(&e, &g, &[Some(0), None, Some(1), None], 2, &cancel).unwrap();
         assert_eq!(r.score, vec![None; 4]);
+    }
+
+    /// Copies filed under two labels are flagged whatever the neighbourhood
+    /// says: split ten and ten, all of them; one against nine, the one.
+    #[test]
+    fn copies_with_another_label_are_flagged() {
+        let (mut e, mut labels, _) = blobs(3, 100, 8, 0.3, 3, 5);
+        // Row 0 (class 0) and 19 copies of it, 9 filed as class 0 and 10 as
+        // class 2: ten and ten. Row 3 (class 0) and 9 copies, one filed as
+        // class 1: nine against one.
+        let (a, b) = (e.row(0).to_vec(), e.row(3).to_vec());
+        assert_eq!((labels[0], labels[3]), (Some(0), Some(0)));
+        let first = e.n;
+        for t in 0..19 {
+            e.data.extend_from_slice(&a);
+            labels.push(Some(if t < 9 { 0 } else { 2 }));
+        }
+        let lone = first + 19;
+        for t in 0..9 {
+            e.data.extend_from_slice(&b);
+            labels.push(Some(if t == 0 { 1 } else { 0 }));
+        }
+        e.n += 28;
+        // With 10 neighbours the group of 20 is larger than any one list.
+        for k in [40, 10] {
+            let g = graph(&e, k);
+            let r = label_issues(&e, &g, &labels, 3, &CancelToken::new()).unwrap();
+            let flag = crate::analyze::LABEL_ISSUE_FLAG;
+            for i in std::iter::once(0).chain(first..lone) {
+                let s = r.score[i].unwrap();
+                assert!(s >= flag, "k {k}, copy {i} of the split group: {s}");
+                let want = if labels[i] == Some(0) { 2 } else { 0 };
+                assert_eq!(r.suggested[i], Some(want), "k {k}, copy {i}");
+            }
+            assert!(r.score[lone].unwrap() >= 0.85, "{:?}", r.score[lone]);
+            assert_eq!(r.suggested[lone], Some(0));
+            for i in std::iter::once(3).chain(lone + 1..lone + 9) {
+                let s = r.score[i].unwrap();
+                assert!(s < flag, "k {k}, majority copy {i}: {s}");
+            }
+        }
     }
 
     #[test]

@@ -24,8 +24,13 @@ pub const LABEL_ISSUE_FLAG: f32 = 0.5;
 /// a reviewer looks at the top of it.
 pub const OUTLIER_SHARE: f64 = 0.01;
 
-/// Marks the top `share` of `scores` (at least one image when there are
-/// scores).
+/// Neighbours closer than this chord distance (cosine above 0.999) are copies
+/// of an image: not evidence of how odd it is (outliers), but the strongest
+/// evidence of what its label should be (labels).
+pub const COPY_DISTANCE: f32 = 0.045;
+
+/// Marks the top `share` of `scores` (at least one image), less those tied
+/// with the best image left out: none when all scores are equal.
 pub fn top_share(scores: &[f32], share: f64) -> Vec<bool> {
     let n = scores.len();
     let mut flagged = vec![false; n];
@@ -35,7 +40,14 @@ pub fn top_share(scores: &[f32], share: f64) -> Vec<bool> {
     let count = ((n as f64 * share).ceil() as usize).clamp(1, n);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    // Images tied with the first one left out are left out too: which of
+    // equal scores makes the cut would otherwise be decided by file order
+    // (200 identical images would flag two of them).
+    let cut = order.get(count).map(|&i| scores[i]);
     for &i in &order[..count] {
+        if cut.is_some_and(|c| scores[i] <= c) {
+            break;
+        }
         flagged[i] = true;
     }
     flagged
@@ -110,5 +122,29 @@ impl QualityFlag {
                 "odd aspect ratio: 2.9 times wider or narrower than the folder's median shape"
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_share;
+
+    #[test]
+    fn top_share_leaves_ties_at_the_cut_out() {
+        // 1 % of 200 is 2: the two highest.
+        let mut scores: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        let flagged = top_share(&scores, 0.01);
+        assert_eq!(flagged.iter().filter(|&&f| f).count(), 2);
+        assert!(flagged[199] && flagged[198]);
+        // The second and third tie: only the first is certain to be odder.
+        scores[197] = 198.0;
+        let flagged = top_share(&scores, 0.01);
+        assert_eq!(flagged.iter().filter(|&&f| f).count(), 1);
+        assert!(flagged[199]);
+        // All equal (200 identical images): nothing stands out.
+        assert!(!top_share(&[0.5; 200], 0.01).contains(&true));
+        // A single image is flagged; none, nothing.
+        assert_eq!(top_share(&[0.3], 0.01), vec![true]);
+        assert!(top_share(&[], 0.01).is_empty());
     }
 }

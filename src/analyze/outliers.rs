@@ -41,6 +41,7 @@
 
 use rayon::prelude::*;
 
+use super::COPY_DISTANCE;
 use crate::Embeddings;
 use crate::neighbours::KnnGraph;
 use crate::progress::{CancelToken, Cancelled};
@@ -48,10 +49,6 @@ use crate::progress::{CancelToken, Cancelled};
 /// Neighbours per image the score was tuned with (30 loses a little on
 /// 100,000 images; 100 changes little).
 pub const NEIGHBOURS: usize = 50;
-
-/// Neighbours closer than this chord distance (cosine above 0.999) are copies
-/// of the image, not evidence about it.
-const COPY_DISTANCE: f32 = 0.045;
 
 /// Images per parallel work item (and per cancellation check).
 const CHUNK: usize = 4096;
