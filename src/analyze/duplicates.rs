@@ -207,8 +207,7 @@ pub fn find_duplicates(
     (labels, result)
 }
 
-/// Disjoint sets over image indices (also the copy groups of the label
-/// analysis).
+/// Disjoint sets over image indices (also [`super::copy_groups`]).
 pub(crate) struct UnionFind {
     parent: Vec<usize>,
 }

@@ -209,8 +209,8 @@ pub fn label_issues(
 /// picture cannot be both. The model above sees two labels equally near and
 /// calls the place ambiguous, not wrong (80 copies of one digit, half filed
 /// under 4 and half under 9, scored 0.001 each). So within each group of
-/// copies (joined through the graph's copy edges, so a group larger than a
-/// neighbour list is counted whole), the share of the group labelled otherwise
+/// copies ([`super::copy_groups`]: a group larger than a neighbour list is
+/// counted whole), the share of the group labelled otherwise
 /// is a floor for an image's score: a group split half and half is all
 /// flagged (0.5); a lone dissenter among nine copies scores 0.9, and the nine
 /// 0.1. The suggestion is then the group's most common other label (ties to
@@ -222,25 +222,13 @@ fn copies_disagree(
     suggested: &mut [Option<u32>],
     ratio: &mut [Option<f32>],
 ) {
-    let n = given.len();
-    let mut groups = super::duplicates::UnionFind::new(n);
-    let mut has_copy = vec![false; n];
-    for i in 0..n {
-        // Nearest first: the copies lead the list.
-        for (j, _) in knn
-            .neighbours(i)
-            .take_while(|&(_, d)| d < super::COPY_DISTANCE)
-        {
-            groups.union(i, j);
-            has_copy[i] = true;
-            has_copy[j] = true;
-        }
-    }
+    let group = super::copy_groups(knn);
     // (group, label) of every labelled image with a copy, sorted: each
     // group's label counts are runs.
-    let mut members: Vec<(usize, u32)> = (0..n)
-        .filter(|&i| has_copy[i])
-        .filter_map(|i| given[i].map(|c| (groups.find(i), c)))
+    let mut members: Vec<(usize, u32)> = group
+        .iter()
+        .zip(given)
+        .filter_map(|(g, c)| Some(((*g)?, (*c)?)))
         .collect();
     if members.is_empty() {
         return;
@@ -254,9 +242,11 @@ fn copies_disagree(
             .or_default()
             .push((run[0].1, run.len()));
     }
-    for i in (0..n).filter(|&i| has_copy[i]) {
-        let Some(own) = given[i] else { continue };
-        let labels = &counts[&groups.find(i)];
+    for (i, (g, own)) in group.iter().zip(given).enumerate() {
+        let (Some(g), Some(own)) = (*g, *own) else {
+            continue;
+        };
+        let labels = &counts[&g];
         if labels.len() < 2 {
             continue;
         }

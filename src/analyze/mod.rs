@@ -29,6 +29,25 @@ pub const OUTLIER_SHARE: f64 = 0.01;
 /// evidence of what its label should be (labels).
 pub const COPY_DISTANCE: f32 = 0.045;
 
+/// Per image, the group of copies it belongs to (the smallest index in it), or
+/// `None` for an image without a copy. Groups are joined through the graph's
+/// copy edges (chord distance below [`COPY_DISTANCE`]), so a group larger than
+/// a neighbour list is still one group.
+pub fn copy_groups(knn: &crate::neighbours::KnnGraph) -> Vec<Option<usize>> {
+    let n = knn.n;
+    let mut sets = duplicates::UnionFind::new(n);
+    let mut has_copy = vec![false; n];
+    for i in 0..n {
+        // Nearest first: the copies lead the list.
+        for (j, _) in knn.neighbours(i).take_while(|&(_, d)| d < COPY_DISTANCE) {
+            sets.union(i, j);
+            has_copy[i] = true;
+            has_copy[j] = true;
+        }
+    }
+    (0..n).map(|i| has_copy[i].then(|| sets.find(i))).collect()
+}
+
 /// Marks the top `share` of `scores` (at least one image), less those tied
 /// with the best image left out: none when all scores are equal.
 pub fn top_share(scores: &[f32], share: f64) -> Vec<bool> {

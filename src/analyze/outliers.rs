@@ -89,13 +89,14 @@ pub fn outlier_scores(
             Ok((start..(start + CHUNK).min(n))
                 .map(|i| {
                     kept.clear();
-                    kept.extend(
-                        knn.neighbours(i)
-                            .take(NEIGHBOURS)
-                            .map(|(_, d)| d)
-                            .filter(|&d| d >= COPY_DISTANCE),
-                    );
-                    let copies = knn.neighbours(i).take(NEIGHBOURS).count() - kept.len();
+                    let mut copies = 0;
+                    for (_, d) in knn.neighbours(i).take(NEIGHBOURS) {
+                        if d >= COPY_DISTANCE {
+                            kept.push(d);
+                        } else {
+                            copies += 1;
+                        }
+                    }
                     (measures(&kept), 2 * copies > used)
                 })
                 .collect())
@@ -133,29 +134,22 @@ fn measure_beyond_copies(
     measured: &mut [(f32, f32)],
     cancel: &CancelToken,
 ) -> Result<(), Cancelled> {
-    // Each swamped image joins the group of the first swamped image that
-    // lists it as a copy (or of itself): copies of copies share one search.
-    let mut group_of: Vec<Option<usize>> = vec![None; swamped.len()];
+    if !swamped.contains(&true) {
+        return Ok(());
+    }
+    // The swamped members of each group of copies share one search, from the
+    // first of them.
+    let group = super::copy_groups(knn);
+    let mut slot_of_group: std::collections::HashMap<usize, usize> = Default::default();
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     for i in (0..swamped.len()).filter(|&i| swamped[i]) {
-        if group_of[i].is_some() {
-            continue;
-        }
-        let members: Vec<usize> = std::iter::once(i)
-            .chain(
-                knn.neighbours(i)
-                    .take(NEIGHBOURS)
-                    .filter(|&(j, d)| d < COPY_DISTANCE && swamped[j] && group_of[j].is_none())
-                    .map(|(j, _)| j),
-            )
-            .collect();
-        for &m in &members {
-            group_of[m] = Some(groups.len());
-        }
-        groups.push((i, members));
-    }
-    if groups.is_empty() {
-        return Ok(());
+        let slot = *slot_of_group
+            .entry(group[i].unwrap_or(i))
+            .or_insert_with(|| {
+                groups.push((i, Vec::new()));
+                groups.len() - 1
+            });
+        groups[slot].1.push(i);
     }
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
     groups.truncate(MAX_COPY_GROUPS);
