@@ -12,6 +12,7 @@ use bevy::render::view::{Msaa, NoIndirectDrawing};
 use bevy::window::PrimaryWindow;
 
 use super::layout::{LAYOUT_RADIUS, Positions};
+use super::redraw::FrameStep;
 use super::state::PointerOverUi;
 use bevy::camera::visibility::RenderLayers;
 use bevy::camera::{CameraOutputMode, ClearColorConfig};
@@ -367,14 +368,14 @@ fn steer_orbit(
 }
 
 fn ease_toward_goal(
-    time: Res<Time>,
+    step: Res<FrameStep>,
     mut camera: Single<(&mut Orbit, &OrbitGoal, &mut Transform), With<ViewCamera>>,
 ) {
     let (orbit, goal, transform) = &mut *camera;
     if **orbit == goal.0 {
         return;
     }
-    let t = 1.0 - (-EASING_PER_SECOND * time.delta_secs()).exp();
+    let t = 1.0 - (-EASING_PER_SECOND * step.seconds).exp();
     **orbit = if orbit.close_to(&goal.0) {
         goal.0
     } else {

@@ -5,6 +5,7 @@
 use bevy::prelude::*;
 
 use super::loading::Dataset;
+use super::redraw::FrameStep;
 use crate::geometry::Point3;
 
 /// Root-mean-square distance of the points from the centre after scaling:
@@ -108,13 +109,13 @@ pub fn spread(points: &[Vec3]) -> f32 {
     d[k].max(1e-3)
 }
 
-fn animate_transition(time: Res<Time>, mut positions: ResMut<Positions>) {
+fn animate_transition(step: Res<FrameStep>, mut positions: ResMut<Positions>) {
     if positions.settled() {
         return;
     }
     let p = positions.as_mut();
     // Frames can be slow (software rendering): never step past the end.
-    p.progress = (p.progress + time.delta_secs() / TRANSITION_SECONDS).min(1.0);
+    p.progress = (p.progress + step.seconds / TRANSITION_SECONDS).min(1.0);
     let t = smoothstep(p.progress);
     for ((c, a), b) in p.current.iter_mut().zip(&p.from).zip(&p.to) {
         *c = a.lerp(*b, t);

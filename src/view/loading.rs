@@ -27,44 +27,13 @@ impl Plugin for LoadingPlugin {
             .add_message::<OpenFolder>()
             .add_systems(
                 Update,
-                (start_requested_runs, drain_worker_events, pace_frames)
+                (start_requested_runs, drain_worker_events)
                     .chain()
                     .in_set(LoadingSystems),
             );
         if let Some(folder) = &self.folder {
             app.world_mut().write_message(OpenFolder(folder.clone()));
         }
-    }
-}
-
-/// Frames a second while the pipeline runs and only progress bars move
-/// (input still redraws at once, so the map turns smoothly meanwhile).
-const FRAMES_WHILE_RUNNING: f64 = 10.0;
-
-/// While the pipeline runs, draw a few frames a second instead of as many as
-/// possible. On a software renderer every frame costs CPU the pipeline needs:
-/// reopening 100,000 cached images beside a window redrawing flat out took
-/// 18 s on two cores, against 6.5 s for the same work from the command line.
-fn pace_frames(
-    dataset: Res<Dataset>,
-    mut winit: ResMut<bevy::winit::WinitSettings>,
-    mut usual: Local<Option<bevy::winit::WinitSettings>>,
-) {
-    use bevy::winit::{UpdateMode, WinitSettings};
-    let usual = usual.get_or_insert_with(|| winit.clone());
-    let paced = UpdateMode::reactive(std::time::Duration::from_secs_f64(
-        1.0 / FRAMES_WHILE_RUNNING,
-    ));
-    let wanted = if dataset.running() {
-        WinitSettings {
-            focused_mode: paced,
-            unfocused_mode: paced,
-        }
-    } else {
-        usual.clone()
-    };
-    if winit.focused_mode != wanted.focused_mode || winit.unfocused_mode != wanted.unfocused_mode {
-        *winit = wanted;
     }
 }
 

@@ -10,8 +10,8 @@
 //! selections, kept in the results folder) and [`exports`] → [`panels`]
 //! (egui) → [`welcome`] (no folder yet, drag-and-drop) → [`script`] (the
 //! scripted input the tests and README screenshots drive). Background work
-//! goes through [`tasks`]. The viewer reads pipeline results and never
-//! computes them.
+//! goes through [`tasks`]; [`redraw`] decides when the window draws. The
+//! viewer reads pipeline results and never computes them.
 
 pub mod bench;
 pub mod camera;
@@ -24,6 +24,7 @@ pub mod overlay;
 pub mod panels;
 pub mod picking;
 pub mod points;
+pub mod redraw;
 pub mod script;
 pub mod selection;
 pub mod spatial;
@@ -41,7 +42,6 @@ use bevy::prelude::*;
 use bevy::render::RenderPlugin;
 use bevy::render::settings::{Backends, RenderCreation, WgpuSettings};
 use bevy::window::WindowResolution;
-use bevy::winit::WinitSettings;
 
 use crate::pipeline::AnalyzeOptions;
 
@@ -121,13 +121,6 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
                 ..default()
             }),
     )
-    // Redraw continuously while scripted (the hooks count frames); otherwise
-    // the default game loop keeps animations and progress bars moving.
-    .insert_resource(if scripted {
-        WinitSettings::continuous()
-    } else {
-        WinitSettings::game()
-    })
     .insert_resource(ClearColor(Color::srgb(0.07, 0.075, 0.09)))
     .add_plugins(bevy_egui::EguiPlugin::default())
     // The panel gets its own camera (see camera.rs), not the 3D one.
@@ -156,6 +149,10 @@ pub fn run(mut options: ViewOptions) -> anyhow::Result<ExitCode> {
         panels::PanelsPlugin,
         welcome::WelcomePlugin,
     ))
+    // Draw on input and while something moves; every frame when scripted.
+    .add_plugins(redraw::RedrawPlugin {
+        continuous: scripted,
+    })
     .add_plugins(script::ScriptPlugin::from(&options));
     if let Some(bench) = options.bench {
         app.add_plugins(bench::BenchPlugin(bench));

@@ -15,12 +15,46 @@
 //!   The thread keeps what its closure owns between requests (an open
 //!   thumbnail store, a loaded text tower).
 //!
-//! Systems poll both once per frame; nothing here blocks.
+//! Systems poll both once per frame; nothing here blocks. The window does
+//! not draw when nothing moves (see [`super::redraw`]), so a job that ends
+//! wakes it: [`wake_window_with`] says how, and [`jobs_ended`] lets the
+//! frame after the wake know there was one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use crate::progress::{CancelToken, is_cancelled};
+
+/// How to wake the window's event loop; set by the viewer when it starts.
+type WakeWindow = Box<dyn Fn() + Send + Sync>;
+static WAKE_WINDOW: RwLock<Option<WakeWindow>> = RwLock::new(None);
+static JOBS_ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every background job that ends (a [`Task`] done, a [`Worker`]
+/// answer ready) call `wake`, so a window waiting for input draws the result
+/// at once. Replaces the previous hook (one window at a time).
+pub fn wake_window_with(wake: impl Fn() + Send + Sync + 'static) {
+    *WAKE_WINDOW
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Box::new(wake));
+}
+
+/// How many background jobs have ended so far, in this process.
+pub fn jobs_ended() -> u64 {
+    JOBS_ENDED.load(Ordering::Acquire)
+}
+
+/// Called once a job's outcome is where `poll` finds it.
+fn job_ended() {
+    JOBS_ENDED.fetch_add(1, Ordering::AcqRel);
+    let wake = WAKE_WINDOW
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(wake) = wake.as_ref() {
+        wake();
+    }
+}
 
 /// How a background job ended, in words for the user when it failed.
 pub type Outcome<T> = Result<T, TaskError>;
@@ -90,11 +124,13 @@ impl<T: Send + 'static> Task<T> {
             .spawn(move || {
                 let outcome = run_caught(|| job(&token));
                 *lock(&slot) = Some(outcome);
+                job_ended();
             });
         if let Err(err) = spawned {
             *lock(&result) = Some(Err(TaskError::Failed(format!(
                 "could not start a thread for {name}: {err}"
             ))));
+            job_ended();
         }
         Self {
             name,
@@ -191,6 +227,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Worker<Req, Resp> {
                     "could not start a thread for {name}: {err}"
                 ))),
             ));
+            drop(state);
+            job_ended();
         }
         Self { shared }
     }
@@ -256,12 +294,19 @@ fn worker_loop<Req, Resp>(
             }
         };
         let outcome = run_caught(|| serve(request, &token));
-        let mut state = lock(&shared.state);
-        state.current = None;
-        state.busy = false;
-        // A superseded answer is dropped: nobody waits for it any more.
-        if state.pending.is_none() {
-            state.answers.push((id, outcome));
+        let answered = {
+            let mut state = lock(&shared.state);
+            state.current = None;
+            state.busy = false;
+            // A superseded answer is dropped: nobody waits for it any more.
+            let answered = state.pending.is_none();
+            if answered {
+                state.answers.push((id, outcome));
+            }
+            answered
+        };
+        if answered {
+            job_ended();
         }
     }
 }
