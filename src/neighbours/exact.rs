@@ -50,16 +50,15 @@ pub fn build(
             sims.clear();
             sims.resize(rows.len() * cols.len(), 0.0f32);
             if dim > 0 {
-                let block = |r: &std::ops::Range<usize>| {
-                    ArrayView2::from_shape(
-                        (r.len(), dim),
-                        &embeddings.data[r.start * dim..r.end * dim],
-                    )
-                    .expect("a block of whole rows")
-                };
                 let mut out = ArrayViewMut2::from_shape((rows.len(), cols.len()), &mut sims[..])
                     .expect("the buffer was sized for the block pair");
-                general_mat_mul(1.0, &block(&rows), &block(&cols).t(), 0.0, &mut out);
+                general_mat_mul(
+                    1.0,
+                    &block(embeddings, &rows),
+                    &block(embeddings, &cols).t(),
+                    0.0,
+                    &mut out,
+                );
             }
             {
                 let mut mine = lists[a].lock().unwrap();
@@ -97,7 +96,7 @@ pub fn build(
             let i = b * BLOCK + r;
             for (slot, &(sim, j)) in list.sorted().iter().enumerate() {
                 indices[i * k + slot] = j;
-                distances[i * k + slot] = (2.0 - 2.0 * sim).max(0.0).sqrt();
+                distances[i * k + slot] = chord(sim);
             }
         }
     }
@@ -147,15 +146,10 @@ pub fn nearest_beyond(
                 sims.clear();
                 sims.resize(rows.len() * queries.len(), 0.0);
                 if dim > 0 {
-                    let block = ArrayView2::from_shape(
-                        (rows.len(), dim),
-                        &embeddings.data[rows.start * dim..rows.end * dim],
-                    )
-                    .expect("a block of whole rows");
                     let mut out =
                         ArrayViewMut2::from_shape((rows.len(), queries.len()), &mut sims[..])
                             .expect("the buffer was sized for the block");
-                    general_mat_mul(1.0, &block, &q.t(), 0.0, &mut out);
+                    general_mat_mul(1.0, &block(embeddings, &rows), &q.t(), 0.0, &mut out);
                 }
                 for (r, row) in sims.chunks_exact(queries.len()).enumerate() {
                     for (list, &sim) in lists.iter_mut().zip(row) {
@@ -178,13 +172,23 @@ pub fn nearest_beyond(
         })?;
     Ok(lists
         .iter()
-        .map(|list| {
-            list.sorted()
-                .iter()
-                .map(|&(sim, _)| (2.0 - 2.0 * sim).max(0.0).sqrt())
-                .collect()
-        })
+        .map(|list| list.sorted().iter().map(|&(sim, _)| chord(sim)).collect())
         .collect())
+}
+
+/// Rows `rows` of the embeddings as a matrix.
+fn block<'a>(embeddings: &'a Embeddings, rows: &std::ops::Range<usize>) -> ArrayView2<'a, f32> {
+    let dim = embeddings.dim;
+    ArrayView2::from_shape(
+        (rows.len(), dim),
+        &embeddings.data[rows.start * dim..rows.end * dim],
+    )
+    .expect("a block of whole rows")
+}
+
+/// The chord (euclidean) distance between unit vectors of cosine `sim`.
+fn chord(sim: f32) -> f32 {
+    (2.0 - 2.0 * sim).max(0.0).sqrt()
 }
 
 /// The `k` largest (similarity, index) pairs seen, kept sorted best first; ties

@@ -110,10 +110,9 @@ fn wake_on_job_end(proxy: Option<Res<EventLoopProxyWrapper>>) {
     let Some(proxy) = proxy else {
         return;
     };
-    let proxy = std::sync::Mutex::new((**proxy).clone());
+    let proxy = (**proxy).clone();
     tasks::wake_window_with(move || {
         // A closed event loop has nothing left to wake.
-        let proxy = proxy.lock().unwrap_or_else(|p| p.into_inner());
         let _ = proxy.send_event(WinitUserEvent::WakeUp);
     });
 }
